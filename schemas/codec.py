@@ -1,0 +1,196 @@
+"""Wire formats: Avro (fastavro) for internal topics, JSON for the public ones.
+
+Avro schemas are parsed once at import.  Fields marked `"json": true` in an
+`.avsc` hold arbitrary JSON (request input, model output) as a string; the
+codec converts them both ways so callers only ever see pydantic models.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from functools import cache
+from importlib import resources
+from typing import Any, TypeVar
+
+import fastavro
+from faust.serializers import codecs
+from pydantic import BaseModel, ValidationError
+
+from schemas.errors import EventDecodeError, EventError
+from schemas.events import (
+    Attempt,
+    DeadLetter,
+    Request,
+    Response,
+    RoutedRequest,
+    Verdict,
+)
+
+M = TypeVar("M", bound=BaseModel)
+
+#: model class -> `.avsc` file stem
+AVRO_SCHEMA_FILES: dict[type[BaseModel], str] = {
+    Request: "request",
+    RoutedRequest: "routed_request",
+    Attempt: "attempt",
+    Verdict: "verdict",
+    Response: "response",
+    DeadLetter: "dead_letter",
+}
+
+
+@cache
+def raw_avro_schema(model: type[BaseModel]) -> dict[str, Any]:
+    text = resources.files("schemas").joinpath(f"avro/{AVRO_SCHEMA_FILES[model]}.avsc").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def parsed_avro_schema(model: type[BaseModel]) -> Any:
+    return fastavro.parse_schema(raw_avro_schema(model))
+
+
+# A conversion plan lists, per record, the fields that need work:
+# ("json", name, None) | ("record", name, plan) | ("records", name, plan).
+Plan = list[tuple[str, str, Any]]
+
+
+def _compile_plan(record: dict[str, Any], named: dict[str, dict[str, Any]]) -> Plan:
+    named[record["name"]] = record
+    plan: Plan = []
+    for field in record["fields"]:
+        if field.get("json"):
+            plan.append(("json", field["name"], None))
+            continue
+        node = field["type"]
+        if isinstance(node, list):
+            node = next((branch for branch in node if branch != "null"), None)
+        kind = "record"
+        if isinstance(node, dict) and node.get("type") == "array":
+            node, kind = node["items"], "records"
+        if isinstance(node, str) and node.rsplit(".", 1)[-1] in named:
+            node = named[node.rsplit(".", 1)[-1]]
+        if isinstance(node, dict) and node.get("type") == "record":
+            plan.append((kind, field["name"], _compile_plan(node, named)))
+    return plan
+
+
+@cache
+def _plan(model: type[BaseModel]) -> Plan:
+    return _compile_plan(raw_avro_schema(model), {})
+
+
+def _convert(value: dict[str, Any] | None, plan: Plan, to_avro: bool) -> Any:
+    if value is None:
+        return None
+    for kind, name, sub in plan:
+        item = value.get(name)
+        if kind == "json":
+            value[name] = json.dumps(item, separators=(",", ":")) if to_avro else json.loads(item)
+        elif item is None:
+            continue
+        elif kind == "record":
+            value[name] = _convert(item, sub, to_avro)
+        else:
+            value[name] = [_convert(x, sub, to_avro) for x in item]
+    return value
+
+
+def encode_avro(event: BaseModel) -> bytes:
+    model = type(event)
+    data = _convert(event.model_dump(mode="python"), _plan(model), to_avro=True)
+    buffer = io.BytesIO()
+    try:
+        fastavro.schemaless_writer(buffer, parsed_avro_schema(model), data)
+    except (ValueError, TypeError) as exc:
+        raise EventError(f"cannot encode {model.__name__} as Avro: {exc}") from exc
+    return buffer.getvalue()
+
+
+def decode_avro(model: type[M], payload: bytes) -> M:
+    try:
+        data = fastavro.schemaless_reader(io.BytesIO(payload), parsed_avro_schema(model), None)
+        return model.model_validate(_convert(data, _plan(model), to_avro=False))
+    except EventDecodeError:
+        raise
+    except (ValidationError, ValueError, TypeError, EOFError, IndexError, KeyError) as exc:
+        raise EventDecodeError(f"not a valid Avro {model.__name__}: {exc}") from exc
+
+
+def encode_json(event: BaseModel) -> bytes:
+    """Public-topic JSON: plain object, no framework metadata, nulls kept."""
+    return event.model_dump_json().encode()
+
+
+def decode_request_json(payload: bytes, max_bytes: int) -> Request:
+    """Read a caller's request; errors name the problem and the request id when readable."""
+    if len(payload) > max_bytes:
+        raise EventDecodeError(
+            f"request is {len(payload)} bytes, above limits.max_request_bytes={max_bytes}",
+            request_id=_sniff_request_id(payload[:4096]),
+        )
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventDecodeError(f"request is not valid UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EventDecodeError(f"request must be a JSON object, got {type(data).__name__}")
+    request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None
+    try:
+        return Request.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise EventDecodeError(f"invalid request: {problems}", request_id=request_id) from exc
+
+
+def decode_request(payload: bytes, max_bytes: int) -> Request:
+    """Requests arrive as JSON by default; Avro (magic-less, schemaless) is accepted too."""
+    if payload[:1] in (b"{", b" ", b"\n", b"\t", b"\r") or not payload:
+        return decode_request_json(payload, max_bytes)
+    try:
+        return decode_avro(Request, payload)
+    except EventDecodeError:
+        return decode_request_json(payload, max_bytes)
+
+
+def _sniff_request_id(head: bytes) -> str | None:
+    marker = b'"request_id"'
+    at = head.find(marker)
+    if at < 0:
+        return None
+    rest = head[at + len(marker) :].lstrip().lstrip(b":").lstrip()
+    if not rest.startswith(b'"'):
+        return None
+    end = rest.find(b'"', 1)
+    return rest[1:end].decode(errors="replace") if end > 0 else None
+
+
+class AvroEventCodec(codecs.Codec):
+    """Faust codec for one internal event type: `topic.send(value=model)` writes Avro."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        super().__init__(model=model.__name__)
+        self.model = model
+
+    def _dumps(self, obj: Any) -> bytes:
+        return encode_avro(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return decode_avro(self.model, s)
+
+
+def codec_name(model: type[BaseModel]) -> str:
+    return f"avro-{AVRO_SCHEMA_FILES[model].replace('_', '-')}"
+
+
+def register_faust_codecs() -> None:
+    """Make `avro-<event>` codec names known to Faust (idempotent)."""
+    for model in AVRO_SCHEMA_FILES:
+        name = codec_name(model)
+        if name not in codecs.codecs:
+            codecs.register(name, AvroEventCodec(model))

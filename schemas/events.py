@@ -1,0 +1,239 @@
+"""Pydantic models of every event on every topic.
+
+The public contract (README, "Request and response JSON") is `Request` on the
+requests topic and `Response` on the responses topic.  Everything else is
+internal and travels as Avro (see `schemas/avro/*.avsc`, kept field-for-field
+in step with these models by `tests/schemas/test_avro_agreement.py`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+UNAVAILABLE_MESSAGE = "Unable to generate reliable response."
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Trigger(StrEnum):
+    """Why an attempt was rejected (or a tier skipped)."""
+
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    RATE_LIMITED = "rate_limited"
+    TRUNCATED = "truncated"
+    CONTEXT_LENGTH = "context_length"
+    CIRCUIT_OPEN = "circuit_open"
+    SLOW = "slow"
+    DEADLINE = "deadline"
+    LOW_CONFIDENCE = "low_confidence"
+    INVALID_OUTPUT = "invalid_output"
+    HALLUCINATION = "hallucination"
+    UNSAFE = "unsafe"
+    OVER_BUDGET = "over_budget"
+    POLICY = "policy"
+
+
+class FallbackType(StrEnum):
+    """The five kinds of fallback of the specification, section 6."""
+
+    RELIABILITY = "reliability"
+    QUALITY = "quality"
+    COST = "cost"
+    LATENCY = "latency"
+    POLICY = "policy"
+
+
+_TYPE_OF_TRIGGER: dict[Trigger, FallbackType] = {
+    Trigger.TIMEOUT: FallbackType.RELIABILITY,
+    Trigger.ERROR: FallbackType.RELIABILITY,
+    Trigger.RATE_LIMITED: FallbackType.RELIABILITY,
+    Trigger.TRUNCATED: FallbackType.RELIABILITY,
+    Trigger.CONTEXT_LENGTH: FallbackType.RELIABILITY,
+    Trigger.CIRCUIT_OPEN: FallbackType.RELIABILITY,
+    Trigger.SLOW: FallbackType.LATENCY,
+    Trigger.DEADLINE: FallbackType.LATENCY,
+    Trigger.LOW_CONFIDENCE: FallbackType.QUALITY,
+    Trigger.INVALID_OUTPUT: FallbackType.QUALITY,
+    Trigger.HALLUCINATION: FallbackType.QUALITY,
+    Trigger.UNSAFE: FallbackType.QUALITY,
+    Trigger.OVER_BUDGET: FallbackType.COST,
+    Trigger.POLICY: FallbackType.POLICY,
+}
+
+
+def fallback_type_of(trigger: Trigger) -> FallbackType:
+    return _TYPE_OF_TRIGGER[trigger]
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Request(Event):
+    """A caller's request, as produced to `<prefix>requests` (public contract)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    request_id: str = Field(min_length=1, max_length=256)
+    tenant: str = Field(default="default", min_length=1, max_length=128)
+    input: dict[str, Any]
+    params: dict[str, Any] = Field(default_factory=dict)
+    deadline_ms: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    region: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utc_now)
+
+    @field_validator("created_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class AttemptSummary(Event):
+    """One attempt (a model call or a skipped tier) as the caller sees it."""
+
+    attempt: int
+    tier: str
+    model: str | None
+    accepted: bool
+    trigger: Trigger | None
+    fallback_type: FallbackType | None
+    reasons: list[str]
+    called: bool
+    latency_ms: float
+    cost_usd: float
+
+
+class RoutedRequest(Event):
+    """A request on its way to one tier (`<prefix>tier.<name>`)."""
+
+    schema_version: int = SCHEMA_VERSION
+    request: Request
+    tier: str
+    attempt: int = Field(ge=1, description="number the next attempt will carry")
+    tier_retry: int = Field(default=0, ge=0, description="retries already made on this tier")
+    not_before: datetime | None = Field(
+        default=None, description="backoff: do not call the model before this instant"
+    )
+    history: list[AttemptSummary] = Field(default_factory=list)
+    spent_usd: float = 0.0
+    received_at: datetime
+    routed_at: datetime
+    needs_context_window: int | None = Field(
+        default=None, description="set after context_length_exceeded: smallest window to try"
+    )
+
+
+class Attempt(Event):
+    """A tier's answer or error with its metrics (`<prefix>attempts.<name>`)."""
+
+    schema_version: int = SCHEMA_VERSION
+    routed: RoutedRequest
+    model: str
+    output: Any = None
+    error_trigger: Trigger | None = None
+    error: str | None = None
+    retryable: bool = False
+    retry_after_ms: float | None = None
+    latency_ms: float
+    queue_wait_ms: float
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    confidence: float | None = None
+    finish_reason: str | None = None
+    started_at: datetime
+    finished_at: datetime
+
+    @property
+    def failed(self) -> bool:
+        return self.error_trigger is not None
+
+
+class Verdict(Event):
+    """The evaluation layer's decision on one attempt (`<prefix>verdicts`)."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    tenant: str
+    attempt: int
+    tier: str
+    model: str | None
+    called: bool
+    accepted: bool
+    trigger: Trigger | None
+    fallback_type: FallbackType | None
+    reasons: list[str]
+    next_tier: str | None
+    latency_ms: float
+    queue_wait_ms: float
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    confidence: float | None
+    safety_score: float | None
+    region: str | None
+    decided_at: datetime
+
+    def summary(self) -> AttemptSummary:
+        return AttemptSummary(
+            attempt=self.attempt,
+            tier=self.tier,
+            model=self.model,
+            accepted=self.accepted,
+            trigger=self.trigger,
+            fallback_type=self.fallback_type,
+            reasons=self.reasons,
+            called=self.called,
+            latency_ms=self.latency_ms,
+            cost_usd=self.cost_usd,
+        )
+
+
+ResponseStatus = Literal["served", "unavailable", "invalid"]
+
+
+class Response(Event):
+    """Exactly one final answer per request (`<prefix>responses`, public contract)."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    tenant: str
+    status: ResponseStatus
+    served_by: str | None = None
+    model: str | None = None
+    output: Any = None
+    confidence: float | None = None
+    message: str | None = None
+    latency_ms: float = 0.0
+    cost_usd: float = 0.0
+    deadline_ms: int | None = None
+    within_deadline: bool | None = None
+    attempts: list[AttemptSummary] = Field(default_factory=list)
+    created_at: datetime | None = None
+    completed_at: datetime = Field(default_factory=utc_now)
+
+
+class DeadLetter(Event):
+    """An event no agent could process, with why (`<prefix>dlq`)."""
+
+    schema_version: int = SCHEMA_VERSION
+    source_topic: str
+    partition: int
+    offset: int
+    key_b64: str | None
+    value_b64: str
+    reason: str
+    error_type: str
+    stage: str
+    request_id: str | None
+    failed_at: datetime = Field(default_factory=utc_now)
