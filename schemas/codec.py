@@ -17,7 +17,7 @@ import fastavro
 from faust.serializers import codecs
 from pydantic import BaseModel, ValidationError
 
-from schemas.errors import EventDecodeError, EventError
+from schemas.errors import EventDecodeError, EventError, EventTooLarge
 from schemas.events import (
     Attempt,
     DeadLetter,
@@ -127,8 +127,8 @@ def encode_json(event: BaseModel) -> bytes:
 def decode_request_json(payload: bytes, max_bytes: int) -> Request:
     """Read a caller's request; errors name the problem and the request id when readable."""
     if len(payload) > max_bytes:
-        raise EventDecodeError(
-            f"request is {len(payload)} bytes, above limits.max_request_bytes={max_bytes}",
+        raise EventTooLarge(
+            f"request is {len(payload)} bytes, above worker.max_request_bytes={max_bytes}",
             request_id=_sniff_request_id(payload[:4096]),
         )
     try:

@@ -34,4 +34,4 @@ class EventDecodeError(EventError):
 
 
 class EventTooLarge(EventDecodeError):
-    """The event is larger than `limits.max_request_bytes`."""
+    """The event is larger than `worker.max_request_bytes`."""

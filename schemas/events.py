@@ -128,6 +128,9 @@ class RoutedRequest(Event):
     spent_usd: float = 0.0
     received_at: datetime
     routed_at: datetime
+    restricted: bool = Field(
+        default=False, description="policy or safety confined this request to the restricted tier"
+    )
     needs_context_window: int | None = Field(
         default=None, description="set after context_length_exceeded: smallest window to try"
     )
