@@ -284,7 +284,7 @@ class TenantBudgetConfig(Strict):
     expensive_above_usd: float = Field(
         default=0.0,
         ge=0,
-        description="when the budget is spent, tiers whose per-call price is above this are skipped",
+        description="once the budget is spent, tiers priced above this per call are skipped",
     )
 
 
@@ -321,7 +321,9 @@ class PolicyConfig(Strict):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ValueError(f"policy.deny_patterns: {pattern!r} is not a regex: {exc}") from exc
+                raise ValueError(
+                    f"policy.deny_patterns: {pattern!r} is not a regex: {exc}"
+                ) from exc
         return self
 
 

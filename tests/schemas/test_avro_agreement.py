@@ -32,11 +32,15 @@ def _check(annotation: Any, avro_type: Any, field: dict[str, Any], where: str) -
         return
     assert not isinstance(avro_type, list), f"{where}: nullable in Avro but required in pydantic"
     if annotation is Any or origin is dict:
-        assert avro_type == "string" and field.get("json"), f"{where}: JSON field must be string+json"
+        assert avro_type == "string" and field.get("json"), (
+            f"{where}: JSON field must be string+json"
+        )
     elif origin is list:
         assert avro_type["type"] == "array", where
         _check(typing.get_args(annotation)[0], avro_type["items"], {}, where + "[]")
-    elif origin is typing.Literal or (isinstance(annotation, type) and issubclass(annotation, Enum)):
+    elif origin is typing.Literal or (
+        isinstance(annotation, type) and issubclass(annotation, Enum)
+    ):
         assert avro_type == "string", where
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         assert avro_type["type"] == "record" and avro_type["name"] == annotation.__name__, where

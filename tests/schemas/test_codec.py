@@ -190,7 +190,11 @@ def test_request_avro_is_accepted_too() -> None:
         (b"\xff\xfe", "not valid", None),
         (b"[1, 2]", "must be a JSON object", None),
         (b'{"input": {}}', "request_id: Field required", None),
-        (b'{"request_id": "r9", "input": "text"}', "input: Input should be a valid dictionary", "r9"),
+        (
+            b'{"request_id": "r9", "input": "text"}',
+            "input: Input should be a valid dictionary",
+            "r9",
+        ),
         (b'{"request_id": "r8", "input": {}, "deadline_ms": -1}', "deadline_ms", "r8"),
         (b'{"request_id": "r7", "input": {}, "surprise": 1}', "surprise: Extra inputs", "r7"),
     ],

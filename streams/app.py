@@ -1,0 +1,208 @@
+"""The front door: `build_app(config)` builds the Faust app and everything its agents use.
+
+Topology (each arrow is a topic, keyed by request_id):
+
+    requests ─▶ router ─▶ tier.<A> ─▶ tier agent A ─▶ attempts.<A> ─▶ evaluator A
+                                                                  ├─▶ verdicts ─▶ sink
+                                                                  ├─▶ tier.<B> (fallback / retry)
+                                                                  └─▶ responses ─▶ callers, sink
+
+Nothing else in the project constructs Kafka clients for the worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import StreamT
+
+from schemas.codec import register_faust_codecs
+from streams.adapters.registry import build_adapter
+from streams.circuit import CircuitBreaker
+from streams.config import FallbackConfig, KafkaConfig, TierConfig
+from streams.dedupe import RecentKeys
+from streams.evaluator import evaluate_one
+from streams.inflight import process_in_window
+from streams.kafka_tuning import set_fetch_max_wait_ms
+from streams.pipeline import Pipeline
+from streams.publisher import Publisher, PublishError
+from streams.router import route_one
+from streams.safety import SafetyScorer
+from streams.sink_agent import sink_responses, sink_verdicts
+from streams.spend_ledger import TenantSpendLedger
+from streams.tier_agent import call_tier
+from streams.web import register_pages
+from topics.catalog import TopicCatalog, topic_catalog
+
+log = logging.getLogger(__name__)
+
+#: the router and evaluators do CPU work only; this many events in flight hides send latency
+ROUTING_WINDOW = 500
+
+
+class PipelineFaustApp(faust.App):
+    """Faust app that opens the pipeline's resources before its agents start
+    and closes them after they stopped (so the sink's last batch is written)."""
+
+    pipeline: Pipeline | None = None
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        if self.pipeline is not None:
+            await self.pipeline.open()
+
+    async def on_shutdown(self) -> None:
+        if self.pipeline is not None:
+            await self.pipeline.close()
+        await super().on_shutdown()
+
+
+@dataclass
+class FallbackApp:
+    app: faust.App
+    pipeline: Pipeline
+    topics: TopicCatalog
+
+
+def kafka_client_options(kafka: KafkaConfig) -> dict[str, Any]:
+    """aiokafka options (admin client, callers' clients) matching the worker's."""
+    if kafka.bootstrap_servers is None:
+        raise ValueError("kafka.bootstrap_servers is not set (start the embedded broker first)")
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context()
+    if kafka.sasl_mechanism is not None:
+        password = kafka.sasl_password()
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = password.get_secret_value() if password else None
+    return options
+
+
+def faust_credentials(kafka: KafkaConfig) -> Any:
+    if kafka.sasl_mechanism is not None:
+        password = kafka.sasl_password()
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=ssl.create_default_context()
+            if kafka.security_protocol == "SASL_SSL"
+            else None,
+        )
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(ssl.create_default_context())
+    return None
+
+
+def build_app(config: FallbackConfig) -> FallbackApp:
+    kafka = config.kafka
+    if kafka.bootstrap_servers is None:
+        raise ValueError("kafka.bootstrap_servers is not set (start the embedded broker first)")
+    register_faust_codecs()
+    set_fetch_max_wait_ms(kafka.fetch_max_wait_ms)
+    brokers = ";".join(f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(","))
+    app = PipelineFaustApp(
+        config.worker.app_id,
+        broker=brokers,
+        broker_credentials=faust_credentials(kafka),
+        store="memory://",
+        autodiscover=False,
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_allow_declare=False,  # topics.declare creates them, with explicit partitions
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_rebalance_timeout=kafka.rebalance_timeout_s,
+        broker_request_timeout=max(kafka.session_timeout_s * 3, 30.0),
+        broker_commit_interval=kafka.commit_interval_s,
+        producer_linger=0.002,
+        web_enabled=True,
+        web_bind=config.worker.web_host,
+        web_host=config.worker.web_host,
+        web_port=config.worker.web_port,
+        web_in_thread=False,
+    )
+    catalog = topic_catalog(config)
+    pipeline = Pipeline(
+        config=config,
+        topics=catalog,
+        publisher=Publisher(producer=app.producer, topics=catalog),
+        adapters={tier.name: build_adapter(tier) for tier in config.tiers},
+        circuits={
+            tier.name: CircuitBreaker(tier.circuit, tier.accept.max_latency_ms)
+            for tier in config.tiers
+        },
+        safety=SafetyScorer(config.safety, config.policy.deny_patterns),
+        spend=TenantSpendLedger(config.budgets),
+        seen_requests=RecentKeys(config.worker.dedupe_window_s),
+        seen_attempts=RecentKeys(config.worker.dedupe_window_s),
+    )
+
+    app.pipeline = pipeline
+
+    def raw_topic(name: str) -> Any:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    async def on_error(event: Any, exc: Exception, stage: str) -> bool:
+        if isinstance(exc, PublishError):
+            pipeline.metrics.stalled += 1
+            return False
+        await pipeline.publisher.dead_letter(
+            event=event,
+            reason=f"internal error: {type(exc).__name__}: {exc}",
+            error_type=type(exc).__name__,
+            stage=stage,
+            request_id=None,
+        )
+        return True
+
+    def add_agent(name: str, topic: str, handle: Any, window: int) -> None:
+        async def agent(stream: StreamT) -> None:
+            async def stage_error(event: Any, exc: Exception) -> bool:
+                return await on_error(event, exc, name)
+
+            await process_in_window(stream, handle, stage_error, window, name)
+
+        agent.__name__ = agent.__qualname__ = name.replace(".", "_").replace("-", "_")
+        app.agent(raw_topic(topic), name=name)(agent)
+
+    add_agent("route_requests", catalog.requests, lambda e: route_one(pipeline, e), ROUTING_WINDOW)
+    for tier in config.tiers:
+        add_tier_agents(add_agent, pipeline, tier, catalog)
+    if config.analytics.enabled:
+        window = max(config.analytics.batch_max_rows * 2, 1000)
+        add_agent("sink_verdicts", catalog.verdicts, lambda e: sink_verdicts(pipeline, e), window)
+        add_agent(
+            "sink_responses", catalog.responses, lambda e: sink_responses(pipeline, e), window
+        )
+    register_pages(app, pipeline)
+    return FallbackApp(app=app, pipeline=pipeline, topics=catalog)
+
+
+def add_tier_agents(
+    add_agent: Any, pipeline: Pipeline, tier: TierConfig, catalog: TopicCatalog
+) -> None:
+    add_agent(
+        f"call_{tier.name}",
+        catalog.tier(tier.name),
+        lambda e: call_tier(pipeline, tier, e),
+        tier.max_in_flight,
+    )
+    add_agent(
+        f"evaluate_{tier.name}",
+        catalog.attempts(tier.name),
+        lambda e: evaluate_one(pipeline, tier, e),
+        ROUTING_WINDOW,
+    )

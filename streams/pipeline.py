@@ -1,0 +1,91 @@
+"""What the agents share inside one worker: config, topics, adapters, health, sink."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from analytics.sink import ClickHouseSink, open_sink
+from schemas.codec import encode_avro
+from streams.adapters.base import ModelAdapter
+from streams.circuit import CircuitBreaker
+from streams.config import FallbackConfig
+from streams.decision import DecisionContext, Outcome
+from streams.dedupe import RecentKeys
+from streams.publisher import Publisher
+from streams.safety import SafetyScorer
+from streams.spend_ledger import TenantSpendLedger
+from topics.catalog import TopicCatalog
+
+
+@dataclass
+class PipelineMetrics:
+    routed: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    sunk_verdicts: int = 0
+    sunk_responses: int = 0
+    stalled: int = 0
+
+
+@dataclass
+class Pipeline:
+    config: FallbackConfig
+    topics: TopicCatalog
+    publisher: Publisher
+    adapters: dict[str, ModelAdapter]
+    circuits: dict[str, CircuitBreaker]
+    safety: SafetyScorer
+    spend: TenantSpendLedger
+    seen_requests: RecentKeys
+    seen_attempts: RecentKeys
+    sink: ClickHouseSink | None = None
+    metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
+    rng: random.Random = field(default_factory=random.Random)
+
+    async def open(self) -> None:
+        """Warm models (train/load) and open analytics before any event is consumed."""
+        if self.config.analytics.enabled:
+            self.sink = await open_sink(self.config.analytics)
+        for adapter in self.adapters.values():
+            warm_up = getattr(adapter, "warm_up", None)
+            if warm_up is not None:
+                await warm_up()
+
+    async def close(self) -> None:
+        for adapter in self.adapters.values():
+            await adapter.aclose()
+        if self.sink is not None:
+            await self.sink.close()
+
+    def decision_context(self, now: datetime) -> DecisionContext:
+        now_s = time.time()
+        return DecisionContext(
+            config=self.config,
+            circuits=self.circuits,
+            safety=self.safety,
+            tenant_spend_usd=lambda tenant: self.spend.spent(tenant, now_s),
+            now=now,
+            rng=self.rng,
+        )
+
+    async def publish_outcome(self, outcome: Outcome) -> None:
+        """Verdicts, then the forward or the final response; all delivered before return."""
+        sends: list[Any] = [
+            self.publisher.publish(self.topics.verdicts, v.request_id, encode_avro(v))
+            for v in outcome.verdicts
+        ]
+        if outcome.forward is not None:
+            forward = outcome.forward
+            sends.append(
+                self.publisher.publish(
+                    self.topics.tier(forward.tier), forward.request.request_id, encode_avro(forward)
+                )
+            )
+        if outcome.response is not None:
+            sends.append(self.publisher.respond(outcome.response))
+        await asyncio.gather(*sends)

@@ -1,0 +1,40 @@
+"""The router: a caller's request in, the first eligible tier's topic out."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.codec import decode_request
+from schemas.errors import EventDecodeError
+from streams.decision import invalid_response, route_request
+from streams.pipeline import Pipeline
+
+
+async def route_one(pipeline: Pipeline, event: Any) -> None:
+    now = datetime.now(UTC)
+    payload = event.message.value
+    try:
+        request = decode_request(
+            payload if isinstance(payload, bytes) else b"", pipeline.config.worker.max_request_bytes
+        )
+    except EventDecodeError as exc:
+        await pipeline.publisher.dead_letter(
+            event=event,
+            reason=exc.reason,
+            error_type=type(exc).__name__,
+            stage="router",
+            request_id=exc.request_id,
+        )
+        if exc.request_id:
+            # The caller can be told, so nobody waits forever for an answer.
+            await pipeline.publisher.respond(invalid_response(exc.request_id, exc.reason, now))
+        pipeline.metrics.invalid += 1
+        return
+    if pipeline.seen_requests.seen_before(request.request_id, time.monotonic()):
+        pipeline.metrics.duplicates += 1
+        return
+    outcome = route_request(request, now, pipeline.decision_context(now))
+    await pipeline.publish_outcome(outcome)
+    pipeline.metrics.routed += 1

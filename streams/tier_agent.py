@@ -1,0 +1,99 @@
+"""A tier's agent: call the model for each routed request, publish the attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.codec import decode_avro
+from schemas.errors import EventDecodeError
+from schemas.events import Attempt, RoutedRequest, Trigger
+from streams.adapters.base import Generation, ModelAdapter, ModelCall
+from streams.adapters.errors import ModelError
+from streams.config import TierConfig
+from streams.decision import remaining_ms
+from streams.pipeline import Pipeline
+
+
+async def call_tier(pipeline: Pipeline, tier: TierConfig, event: Any) -> None:
+    try:
+        routed = decode_avro(RoutedRequest, event.message.value)
+    except EventDecodeError as exc:
+        await pipeline.publisher.dead_letter(
+            event=event,
+            reason=exc.reason,
+            error_type=type(exc).__name__,
+            stage=f"tier.{tier.name}",
+            request_id=None,
+        )
+        return
+    if routed.not_before is not None:
+        # Retry backoff: wait here (holding one in-flight slot) rather than hot-loop.
+        wait_s = (routed.not_before - datetime.now(UTC)).total_seconds()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+    attempt = await attempt_call(pipeline.adapters[tier.name], tier, routed)
+    await pipeline.publisher.publish_avro(
+        pipeline.topics.attempts(tier.name), routed.request.request_id, attempt
+    )
+
+
+async def attempt_call(adapter: ModelAdapter, tier: TierConfig, routed: RoutedRequest) -> Attempt:
+    """One model call under the tier's timeout (shortened to fit the deadline)."""
+    started_at = datetime.now(UTC)
+    queue_wait_ms = max((started_at - routed.routed_at).total_seconds() * 1000, 0.0)
+    timeout_ms = min(tier.timeout_ms, remaining_ms(routed.request, started_at))
+    request = routed.request
+    call = ModelCall(
+        request_id=request.request_id,
+        input=request.input,
+        params=request.params,
+        timeout_s=max(timeout_ms, 1.0) / 1000,
+    )
+    clock = time.perf_counter()
+    error: ModelError | None = None
+    generation: Generation | None = None
+    try:
+        generation = await asyncio.wait_for(adapter.generate(call), timeout=call.timeout_s)
+    except TimeoutError:
+        error_trigger, message = Trigger.TIMEOUT, f"no answer within {timeout_ms:.0f} ms"
+    except ModelError as exc:
+        error = exc
+        error_trigger, message = exc.trigger, str(exc)
+    except Exception as exc:  # an adapter bug is a failed attempt, not a dead worker
+        error_trigger, message = Trigger.ERROR, f"{type(exc).__name__}: {exc}"
+    latency_ms = (time.perf_counter() - clock) * 1000
+    finished_at = datetime.now(UTC)
+    if generation is None:
+        return Attempt(
+            routed=routed,
+            model=adapter.model_name,
+            error_trigger=error_trigger,
+            error=message,
+            retryable=bool(error.retryable)
+            if error is not None
+            else error_trigger is Trigger.TIMEOUT,
+            retry_after_ms=None
+            if error is None or error.retry_after_s is None
+            else error.retry_after_s * 1000,
+            latency_ms=latency_ms,
+            queue_wait_ms=queue_wait_ms,
+            started_at=started_at,
+            finished_at=finished_at,
+        )
+    return Attempt(
+        routed=routed,
+        model=generation.model,
+        output=generation.output,
+        latency_ms=latency_ms,
+        queue_wait_ms=queue_wait_ms,
+        tokens_in=generation.tokens_in,
+        tokens_out=generation.tokens_out,
+        cost_usd=tier.price.cost(generation.tokens_in, generation.tokens_out),
+        confidence=generation.confidence,
+        finish_reason=generation.finish_reason,
+        started_at=started_at,
+        finished_at=finished_at,
+    )

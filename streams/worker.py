@@ -1,0 +1,35 @@
+"""Run one worker: declare topics, prepare models and analytics, start Faust."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from streams.app import build_app, kafka_client_options
+from streams.config import FallbackConfig
+from topics.catalog import topic_catalog
+from topics.declare import declare_topics
+
+log = logging.getLogger(__name__)
+
+
+def prepare_topics(config: FallbackConfig) -> None:
+    specs = topic_catalog(config).specs
+    asyncio.run(declare_topics(specs, kafka_client_options(config.kafka)))
+
+
+def run_worker(config: FallbackConfig, loglevel: str = "warning") -> None:
+    """Blocks until the worker is stopped (SIGINT/SIGTERM)."""
+    prepare_topics(config)
+    fallback = build_app(config)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(
+        fallback.app,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        override_logging=True,
+    )
+    worker.execute_from_commandline()

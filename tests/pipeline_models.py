@@ -1,0 +1,44 @@
+"""Scripted models for end-to-end tests: each request says how each tier behaves.
+
+A request's input may carry {"script": {"<tier>": "<behaviour>"}}; behaviours:
+  ok | conf:<p> | error | sleep:<ms> | unsafe | empty | json:<text> | slow_first:<ms>
+Anything not scripted answers "ok" with confidence 0.99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from streams.adapters.errors import ContentPolicyViolation, RateLimited
+
+
+async def scripted(
+    input: dict[str, Any], params: dict[str, Any], tier: str = "?"
+) -> dict[str, Any]:
+    behaviour = str(input.get("script", {}).get(tier, "ok"))
+    kind, _, arg = behaviour.partition(":")
+    confidence = 0.99
+    content: Any = f"{tier} answer"
+    if kind == "error":
+        raise RuntimeError(f"{tier} is broken")
+    if kind == "rate_limited":
+        raise RateLimited("429 from provider", retry_after_s=float(arg or 0.05))
+    if kind == "content_policy":
+        raise ContentPolicyViolation("provider refused: content_policy_violation")
+    if kind == "sleep":
+        await asyncio.sleep(float(arg) / 1000)
+    if kind == "conf":
+        confidence = float(arg)
+    if kind == "unsafe":
+        content = "you are a fucking idiot and i hate you"
+    if kind == "empty":
+        content = ""
+    if kind == "json":
+        content = arg
+    return {
+        "output": {"content": content, "tier": tier},
+        "confidence": confidence,
+        "tokens_in": 10,
+        "tokens_out": 5,
+    }
