@@ -23,7 +23,7 @@ from streams.adapters.digits import digits_holdout
 from streams.broker import free_port, running_broker
 from streams.client import FallbackClient
 from streams.config import FallbackConfig
-from streams.worker_process import running_worker
+from streams.worker_process import WorkerProcess, running_worker
 
 DEMO_DIR = Path(".data/demo")
 
@@ -57,6 +57,15 @@ async def send_and_collect(
                     break
         await sender
     return found
+
+
+def wait_for_sink(worker: WorkerProcess, responses: int, timeout_s: float = 60.0) -> None:
+    """The report reads ClickHouse: wait until the sink has written every response."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if worker.get("/metrics/")["sunk_responses"] >= responses:
+            return
+        time.sleep(0.2)
 
 
 def run_demo(config: FallbackConfig, requests: int, rate: float, console: Console) -> int:
@@ -99,6 +108,7 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
                 started = time.monotonic()
                 found = asyncio.run(send_and_collect(worker_config, workload, rate, progress))
                 elapsed = time.monotonic() - started
+            wait_for_sink(worker, len(found))
             report = Report.model_validate(worker.get("/report/"))
     console.print()
     render_report(report, console)

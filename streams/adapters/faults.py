@@ -8,8 +8,9 @@ Per call, in this order:
    (after the latency: a failing backend is rarely instant);
 4. otherwise the wrapped adapter answers.
 
-Outage windows are measured from the moment the wrapper was built (worker
-start).  Each call draws exactly two random numbers (spike, error) whatever the
+Outage windows are measured from the tier's first call (not from worker
+start, which may take seconds to join its consumer group), so a drill's timing
+is the same however long start-up took.  Each call draws exactly two random numbers (spike, error) whatever the
 rates, so a given `seed` yields the same fault sequence for the same calls.
 """
 
@@ -63,17 +64,20 @@ class FaultInjectingAdapter:
         self.faults = faults
         self.model_name = inner.model_name
         self._clock = clock
-        self._started_at = clock()
+        self._started_at: float | None = None
         self._rng = rng if rng is not None else random.Random(faults.seed)
         self._sleep = sleep
 
     async def generate(self, call: ModelCall) -> Generation:
         faults = self.faults
-        elapsed_s = self._clock() - self._started_at
+        now = self._clock()
+        if self._started_at is None:
+            self._started_at = now
+        elapsed_s = now - self._started_at
         outage = current_outage(faults.outages, elapsed_s)
         if outage is not None:
             raise ModelUnavailable(
-                f"injected outage ({_describe(outage)}) at {elapsed_s:.1f}s after start"
+                f"injected outage ({_describe(outage)}) at {elapsed_s:.1f}s after the first call"
             )
         spike_roll, error_roll = self._rng.random(), self._rng.random()
         delay_ms = faults.added_latency_ms

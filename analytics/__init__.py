@@ -1,0 +1,34 @@
+"""ClickHouse analytics of model fallback: one DDL and SQL for chDB and a server.
+
+backend.py     AnalyticsBackend protocol, ChdbBackend, ClickHouseServerBackend, open_backend
+migrate.py     numbered migrations (migrations/NNNN_*.sql), apply_migrations
+rows.py        Verdict/Response -> table rows
+sink.py        ClickHouseSink (batching writer), open_sink
+queries.py     the query library (fallback rates, SLA, latency, cost, triggers, series)
+report.py      build_report / render_report
+errors.py      AnalyticsError and its subclasses
+"""
+
+from analytics.backend import AnalyticsBackend, ChdbBackend, ClickHouseServerBackend, open_backend
+from analytics.errors import AnalyticsError, AnalyticsUnavailable, MigrationError, SinkBackpressure
+from analytics.migrate import apply_migrations
+from analytics.report import Report, build_report, render_report
+from analytics.sink import ClickHouseSink, RowReceipt, open_sink
+
+__all__ = [
+    "AnalyticsBackend",
+    "AnalyticsError",
+    "AnalyticsUnavailable",
+    "ChdbBackend",
+    "ClickHouseServerBackend",
+    "ClickHouseSink",
+    "MigrationError",
+    "Report",
+    "RowReceipt",
+    "SinkBackpressure",
+    "apply_migrations",
+    "build_report",
+    "open_backend",
+    "open_sink",
+    "render_report",
+]

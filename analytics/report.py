@@ -1,0 +1,229 @@
+"""One fallback report: every figure of the query library in one JSON-able model.
+
+`build_report` blocks (run it on the sink's executor: `await sink.run(build_report)`);
+the worker can send the `Report` over HTTP as `report.model_dump_json()` and
+the CLI prints it with `render_report`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from rich.console import Console
+from rich.table import Table
+
+from analytics.backend import AnalyticsBackend
+from analytics.queries import (
+    CostSummary,
+    FallbackTypeRejections,
+    LatencyQuantiles,
+    OutcomeCounts,
+    SlaCompliance,
+    TriggerRejections,
+    cost_summary,
+    end_to_end_latency,
+    outcome_counts,
+    rejections_by_fallback_type,
+    sla_compliance,
+    tier_fallback_rates,
+    tier_latency,
+    top_rejection_triggers,
+)
+
+TOP_TRIGGERS = 5
+
+
+class TierReport(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tier: str
+    attempts: int
+    called: int
+    skipped: int
+    accepted: int
+    rejected: int
+    requests: int
+    fell_through: int
+    exhausted: int
+    acceptance_rate: float | None
+    fallback_rate: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    cost_usd: float
+    rejected_cost_usd: float
+    circuit: dict[str, Any] | None = None
+
+
+class Report(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    generated_at: datetime
+    since: datetime | None
+    tiers: list[TierReport]
+    outcomes: OutcomeCounts
+    cost: CostSummary
+    sla: SlaCompliance
+    latency: LatencyQuantiles
+    top_triggers: list[TriggerRejections]
+    fallback_by_type: list[FallbackTypeRejections]
+
+
+def build_report(
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    circuits: dict[str, dict[str, Any]] | None = None,
+) -> Report:
+    """All figures since `since`; `circuits` (tier -> breaker snapshot) is shown per tier.
+
+    Tiers named in `circuits` but without traffic in the window still get a row.
+    """
+    circuits = circuits or {}
+    latency_of = {latency.tier: latency for latency in tier_latency(backend, since)}
+    tiers = []
+    for fallback in tier_fallback_rates(backend, since):
+        latency = latency_of.get(fallback.tier)
+        tiers.append(
+            TierReport(
+                **fallback.model_dump(),
+                p50_ms=latency.p50_ms if latency else None,
+                p95_ms=latency.p95_ms if latency else None,
+                p99_ms=latency.p99_ms if latency else None,
+                circuit=circuits.get(fallback.tier),
+            )
+        )
+    seen = {tier.tier for tier in tiers}
+    for name, circuit in circuits.items():
+        if name not in seen:
+            tiers.append(_idle_tier(name, circuit))
+    return Report(
+        generated_at=datetime.now(UTC),
+        since=since,
+        tiers=tiers,
+        outcomes=outcome_counts(backend, since),
+        cost=cost_summary(backend, since),
+        sla=sla_compliance(backend, since),
+        latency=end_to_end_latency(backend, since),
+        top_triggers=top_rejection_triggers(backend, since, TOP_TRIGGERS),
+        fallback_by_type=rejections_by_fallback_type(backend, since),
+    )
+
+
+def _idle_tier(name: str, circuit: dict[str, Any]) -> TierReport:
+    return TierReport(
+        tier=name,
+        attempts=0,
+        called=0,
+        skipped=0,
+        accepted=0,
+        rejected=0,
+        requests=0,
+        fell_through=0,
+        exhausted=0,
+        acceptance_rate=None,
+        fallback_rate=None,
+        p50_ms=None,
+        p95_ms=None,
+        p99_ms=None,
+        cost_usd=0.0,
+        rejected_cost_usd=0.0,
+        circuit=circuit,
+    )
+
+
+# ------------------------------------------------------------ rendering ----
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _usd(value: float | None) -> str:
+    return "-" if value is None else f"${value:.4f}"
+
+
+def _circuit_state(circuit: dict[str, Any] | None) -> str:
+    if circuit is None:
+        return "-"
+    return str(circuit.get("state", "?"))
+
+
+def render_report(report: Report, console: Console) -> None:
+    window = f"since {report.since:%Y-%m-%d %H:%M:%S} UTC" if report.since else "all time"
+    console.print(f"[bold]Model fallback report[/bold] ({window})")
+
+    tiers = Table(title="Tiers")
+    for column in ("tier", "attempts", "accepted", "acceptance", "fallback", "skipped"):
+        tiers.add_column(column, justify="left" if column == "tier" else "right")
+    for column in ("p50 ms", "p95 ms", "p99 ms", "cost", "circuit"):
+        tiers.add_column(column, justify="right")
+    for tier in report.tiers:
+        tiers.add_row(
+            tier.tier,
+            str(tier.attempts),
+            str(tier.accepted),
+            _percent(tier.acceptance_rate),
+            _percent(tier.fallback_rate),
+            str(tier.skipped),
+            _ms(tier.p50_ms),
+            _ms(tier.p95_ms),
+            _ms(tier.p99_ms),
+            _usd(tier.cost_usd),
+            _circuit_state(tier.circuit),
+        )
+    console.print(tiers)
+
+    overall = Table(title="Overall", show_header=False)
+    overall.add_column("figure")
+    overall.add_column("value", justify="right")
+    outcomes, cost, sla, latency = report.outcomes, report.cost, report.sla, report.latency
+    overall.add_row("requests", str(outcomes.requests))
+    overall.add_row("served", str(outcomes.served))
+    overall.add_row("unavailable", str(outcomes.unavailable))
+    overall.add_row("invalid", str(outcomes.invalid))
+    overall.add_row("cost per served request", _usd(cost.cost_per_served_request_usd))
+    overall.add_row("cost on rejected attempts", _usd(cost.rejected_attempts_cost_usd))
+    overall.add_row("total cost", _usd(cost.total_cost_usd))
+    overall.add_row(
+        "SLA compliance",
+        f"{_percent(sla.compliance)} ({sla.met_deadline}/{sla.with_deadline} in deadline)",
+    )
+    overall.add_row(
+        "latency p50/p95/p99 ms",
+        f"{_ms(latency.p50_ms)} / {_ms(latency.p95_ms)} / {_ms(latency.p99_ms)}",
+    )
+    console.print(overall)
+
+    triggers = Table(title="Top rejection triggers")
+    for column in ("trigger", "type", "rejections", "share", "fell through", "cost"):
+        triggers.add_column(column, justify="left" if column in {"trigger", "type"} else "right")
+    for trigger in report.top_triggers:
+        triggers.add_row(
+            trigger.trigger,
+            trigger.fallback_type or "-",
+            str(trigger.rejections),
+            _percent(trigger.share),
+            str(trigger.fell_through),
+            _usd(trigger.cost_usd),
+        )
+    console.print(triggers)
+
+    by_type = Table(title="Fallback by type")
+    for column in ("type", "rejections", "share", "requests", "fell through", "cost"):
+        by_type.add_column(column, justify="left" if column == "type" else "right")
+    for row in report.fallback_by_type:
+        by_type.add_row(
+            row.fallback_type,
+            str(row.rejections),
+            _percent(row.share),
+            str(row.requests),
+            str(row.fell_through),
+            _usd(row.cost_usd),
+        )
+    console.print(by_type)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from analytics.backend import ChdbBackend
+from analytics.report import Report, build_report, render_report
+from tests.analytics.sample_events import WINDOW_START
+from tests.analytics.test_queries import load_sample
+
+CIRCUITS = {
+    "primary": {"state": "open", "failure_rate": 0.8},
+    "backup": {"state": "closed"},
+    "spare": {"state": "half_open"},  # configured, no traffic in the window
+}
+
+
+def test_report_builds_and_round_trips_as_json(backend: ChdbBackend) -> None:
+    load_sample(backend)
+    report = build_report(backend, since=WINDOW_START, circuits=CIRCUITS)
+    assert [t.tier for t in report.tiers] == ["primary", "backup", "local", "spare"]
+    primary = report.tiers[0]
+    assert primary.circuit == {"state": "open", "failure_rate": 0.8}
+    assert primary.p50_ms == 850.0
+    assert report.tiers[3].attempts == 0
+    assert report.outcomes.served == 4
+    assert report.top_triggers[0].trigger == "timeout"
+    assert Report.model_validate_json(report.model_dump_json()) == report
+
+
+def test_report_renders_tiers_and_figures(backend: ChdbBackend) -> None:
+    load_sample(backend)
+    report = build_report(backend, since=WINDOW_START, circuits=CIRCUITS)
+    output = io.StringIO()
+    render_report(report, Console(file=output, width=200, color_system=None))
+    text = output.getvalue()
+    for expected in [
+        "primary",
+        "backup",
+        "local",
+        "spare",
+        "half_open",
+        "80.0%",  # primary fallback rate
+        "25.0%",  # backup fallback rate
+        "850",  # primary p50 ms
+        "$0.0065",  # cost per served request
+        "$0.0120",  # cost on rejected attempts
+        "66.7%",  # SLA compliance
+        "timeout",
+        "reliability",
+        "since 2026-03-01 09:00:00 UTC",
+    ]:
+        assert expected in text, expected
+
+
+def test_empty_report_renders(backend: ChdbBackend) -> None:
+    output = io.StringIO()
+    render_report(build_report(backend), Console(file=output, width=200))
+    assert "all time" in output.getvalue()
