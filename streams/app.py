@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         broker=brokers,
         broker_credentials=faust_credentials(kafka),
         store="memory://",
+        datadir=str(Path(config.worker.data_dir) / "faust" / config.worker.app_id),
         autodiscover=False,
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
@@ -132,6 +134,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         web_port=config.worker.web_port,
         web_in_thread=False,
     )
+    Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
     catalog = topic_catalog(config)
     pipeline = Pipeline(
         config=config,

@@ -101,6 +101,7 @@ class WorkerConfig(Strict):
     web_port: int = Field(default=6066, ge=0, le=65535)
     max_request_bytes: int = Field(default=1_000_000, ge=256)
     dedupe_window_s: float = Field(default=600.0, ge=0)
+    data_dir: str = Field(default=".data", description="worker-local state (Faust's data dir)")
 
 
 # --------------------------------------------------------------- models ----

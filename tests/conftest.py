@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from streams.broker import EmbeddedBroker, free_port, running_broker
 from streams.config import FallbackConfig, parse_config
+from streams.worker_process import running_worker
+from tests.pipeline_harness import PipelineHarness
 
 _names = itertools.count(1)
 
@@ -61,3 +66,80 @@ def pipeline_config(
     for key, value in sections.items():
         data[key] = {**data.get(key, {}), **value}
     return parse_config(data)
+
+
+@contextlib.asynccontextmanager
+async def harness_for(config: FallbackConfig, workdir: Path) -> AsyncIterator[PipelineHarness]:
+    """A real worker process for `config`, ready (partitions assigned), and a caller."""
+    with running_worker(config, workdir) as worker:
+        await asyncio.to_thread(worker.wait_ready, 90.0)
+        harness = PipelineHarness(config, worker)
+        await harness.start()
+        try:
+            yield harness
+        finally:
+            await harness.stop()
+
+
+def shared_pipeline_config(broker: EmbeddedBroker, tmp: Path) -> FallbackConfig:
+    """Four scripted tiers exercising every trigger; circuits effectively off."""
+    quiet_circuit = {"min_calls": 100000}
+    return pipeline_config(
+        broker,
+        tmp,
+        [
+            scripted_tier(
+                "primary",
+                region="us",
+                price={"per_call_usd": 0.01},
+                accept={"max_latency_ms": 300, "min_confidence": 0.8, "safety": True},
+                retry={"max_retries": 1, "initial_backoff_ms": 20},
+                circuit=quiet_circuit,
+            ),
+            scripted_tier(
+                "backup",
+                region="eu",
+                price={"per_call_usd": 0.001},
+                context_window_tokens=32000,
+                accept={
+                    "max_latency_ms": 500,
+                    "min_confidence": 0.8,
+                    "safety": True,
+                    "quality": [{"check": "non_empty"}],
+                },
+                circuit=quiet_circuit,
+            ),
+            scripted_tier(
+                "local",
+                region="eu",
+                price={"per_call_usd": 0.0},
+                accept={"min_confidence": 0.5},
+                circuit=quiet_circuit,
+            ),
+            scripted_tier(
+                "restricted",
+                region="eu",
+                restricted=True,
+                price={"per_call_usd": 0.0},
+                accept={"min_confidence": 0.5},
+                circuit=quiet_circuit,
+            ),
+        ],
+        policy={
+            "restricted_tier": "restricted",
+            "input_safety": True,
+            "rules": [{"name": "eu-data", "regions": ["eu"], "same_region_only": True}],
+        },
+        budgets={
+            "tenants": {"skint": {"usd": 0.005, "window_s": 3600, "expensive_above_usd": 0.005}}
+        },
+    )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def shared_pipeline(
+    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[PipelineHarness]:
+    tmp = tmp_path_factory.mktemp("shared")
+    async with harness_for(shared_pipeline_config(broker, tmp), tmp) as harness:
+        yield harness
