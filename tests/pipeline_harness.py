@@ -64,6 +64,8 @@ class PipelineHarness:
 
     def expect(self, request_id: str) -> asyncio.Future[Response]:
         """A future for the first response to `request_id` (sent by anyone)."""
+        if request_id in self._waiters:
+            return self._waiters[request_id]
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         if request_id in self.responses:
             waiter.set_result(self.responses[request_id])
