@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import ssl
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust

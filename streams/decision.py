@@ -47,6 +47,8 @@ HEALTH_FAILURES = frozenset(
 )
 #: after these the request goes to the restricted tier when there is one
 RESTRICTED_FALLBACK = frozenset({Trigger.UNSAFE, Trigger.POLICY})
+#: never retried on the same tier, whatever the attempt says: the same model fails the same way
+NEVER_RETRIED = frozenset({Trigger.CONTEXT_LENGTH, Trigger.POLICY})
 
 
 @dataclass
@@ -72,16 +74,19 @@ class Outcome:
 class Rejection:
     trigger: Trigger
     reasons: list[str]
-    safety_score: float | None = None
 
 
 # ------------------------------------------------------------------ rule ----
 
 
-def judge_attempt(attempt: Attempt, tier: TierConfig, ctx: DecisionContext) -> Rejection | None:
-    """The evaluation layer for one answer: None means accept."""
+def judge_attempt(
+    attempt: Attempt, tier: TierConfig, ctx: DecisionContext
+) -> tuple[Rejection | None, float | None]:
+    """The evaluation layer for one answer: (None, score) means accept.  The safety
+    score is returned either way so accepted verdicts carry it too."""
     if attempt.error_trigger is not None:
-        return Rejection(attempt.error_trigger, [attempt.error or attempt.error_trigger.value])
+        reason = attempt.error or attempt.error_trigger.value
+        return Rejection(attempt.error_trigger, [reason]), None
     found: list[tuple[Trigger, str]] = []
     rule = tier.accept
     if rule.max_latency_ms is not None and attempt.latency_ms >= rule.max_latency_ms:
@@ -105,11 +110,11 @@ def judge_attempt(attempt: Attempt, tier: TierConfig, ctx: DecisionContext) -> R
     for failure in run_quality_checks(rule.quality, attempt.output, attempt.routed.request.input):
         found.append((failure.trigger, failure.reason))
     if not found:
-        return None
+        return None, safety_score
     # Safety outranks everything: an unsafe answer must reach the restricted tier.
     order = [Trigger.UNSAFE, Trigger.SLOW, Trigger.LOW_CONFIDENCE, Trigger.HALLUCINATION]
     found.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
-    return Rejection(found[0][0], [reason for _, reason in found], safety_score)
+    return Rejection(found[0][0], [reason for _, reason in found]), safety_score
 
 
 def effective_confidence(attempt: Attempt, tier: TierConfig) -> float | None:
@@ -140,7 +145,7 @@ def route_request(request: Request, received_at: datetime, ctx: DecisionContext)
 def evaluate_attempt(attempt: Attempt, ctx: DecisionContext) -> Outcome:
     routed = attempt.routed
     tier = ctx.config.tier(routed.tier)
-    rejection = judge_attempt(attempt, tier, ctx)
+    rejection, safety_score = judge_attempt(attempt, tier, ctx)
     breaker = ctx.circuits.get(tier.name)
     if breaker is not None:
         healthy = attempt.error_trigger not in HEALTH_FAILURES
@@ -165,7 +170,7 @@ def evaluate_attempt(attempt: Attempt, ctx: DecisionContext) -> Outcome:
         tokens_out=attempt.tokens_out,
         cost_usd=attempt.cost_usd,
         confidence=effective_confidence(attempt, tier),
-        safety_score=None if rejection is None else rejection.safety_score,
+        safety_score=safety_score,
         region=routed.request.region,
         decided_at=ctx.now,
     )
@@ -184,28 +189,39 @@ def evaluate_attempt(attempt: Attempt, ctx: DecisionContext) -> Outcome:
         outcome.forward = retry
         return outcome
 
-    confine = routed.restricted or rejection.trigger in RESTRICTED_FALLBACK
+    # With no restricted tier, an unsafe answer is an ordinary quality fallback.
+    has_restricted_tier = ctx.config.policy.restricted_tier is not None
+    confine = routed.restricted or (
+        has_restricted_tier and rejection.trigger in RESTRICTED_FALLBACK
+    )
     policy = decide_policy(routed.request, ctx.config, input_unsafe=confine)
     if policy.restricted:
         state = state.model_copy(update={"restricted": True})
     if rejection.trigger is Trigger.CONTEXT_LENGTH:
-        state = state.model_copy(
-            update={"needs_context_window": (tier.context_window_tokens or 0) + 1}
-        )
+        # Never below what an earlier, larger tier already proved too small.
+        needed = max(state.needs_context_window or 0, (tier.context_window_tokens or 0) + 1)
+        state = state.model_copy(update={"needs_context_window": needed})
     start = ctx.config.tiers.index(tier) + 1
     if policy.restricted:
         start = 0  # the restricted tier may rank above the one that failed
     outcome.verdicts.append(verdict)
     plan_from(state, start, policy, ctx, outcome, exclude={tier.name})
-    if outcome.forward is not None:
-        outcome.verdicts[0] = verdict.model_copy(update={"next_tier": outcome.forward.tier})
+    # next_tier: where the request went next (a skipped tier's verdict, or the forward)
+    following = outcome.verdicts[1].tier if len(outcome.verdicts) > 1 else None
+    if following is None and outcome.forward is not None:
+        following = outcome.forward.tier
+    outcome.verdicts[0] = verdict.model_copy(update={"next_tier": following})
     return outcome
 
 
 def retry_on_same_tier(
     attempt: Attempt, tier: TierConfig, state: RoutedRequest, ctx: DecisionContext
 ) -> RoutedRequest | None:
-    if not attempt.retryable:
+    if (
+        not attempt.retryable
+        or attempt.error_trigger is None
+        or attempt.error_trigger in NEVER_RETRIED
+    ):
         return None
     retry_after_s = None if attempt.retry_after_ms is None else attempt.retry_after_ms / 1000
     delay_s = retry_delay_s(tier.retry, state.tier_retry, retry_after_s, ctx.rng)
@@ -282,16 +298,21 @@ def plan_from(
     first eligible, or answer `unavailable` when none is left."""
     attempt_no = state.attempt
     history = list(state.history)
+    skipped: list[Verdict] = []
     tiers = ctx.config.tiers
-    if policy.restricted:
+    if policy.restricted and policy.allowed_tiers:
         candidates = [t for t in tiers if t.name in policy.allowed_tiers]
+    elif policy.restricted:
+        candidates = list(tiers)  # nowhere to go: every tier's verdict says why
     else:
-        candidates = list(tiers[start:])
+        # Restricted tiers serve only confined requests: passed over without a verdict.
+        candidates = [t for t in tiers[start:] if not t.restricted]
     for tier in candidates:
         if tier.name in exclude:
             continue
         skip = skip_reason(tier, state, policy, ctx)
         if skip is None:
+            outcome.verdicts.extend(_chained(skipped, tier.name))
             outcome.forward = state.model_copy(
                 update={
                     "tier": tier.name,
@@ -305,14 +326,22 @@ def plan_from(
             return outcome
         trigger, reason = skip
         verdict = skipped_verdict(state.request, attempt_no, tier, trigger, reason, ctx.now)
-        outcome.verdicts.append(verdict)
+        skipped.append(verdict)
         history.append(verdict.summary())
         attempt_no += 1
-        if trigger is Trigger.DEADLINE:
+        if trigger is Trigger.DEADLINE and remaining_ms(state.request, ctx.now) <= 0:
             break  # out of time: answer now instead of walking the rest
+        # (time left but too little for this tier: a later tier may have a shorter timeout)
+    outcome.verdicts.extend(_chained(skipped, None))
     final = state.model_copy(update={"history": history, "attempt": attempt_no})
     outcome.response = unavailable_response(final, ctx)
     return outcome
+
+
+def _chained(skipped: list[Verdict], last: str | None) -> list[Verdict]:
+    """Each skipped tier's verdict names the tier the request went to after it."""
+    following = [v.tier for v in skipped[1:]] + [last]
+    return [v.model_copy(update={"next_tier": n}) for v, n in zip(skipped, following, strict=False)]
 
 
 def skipped_verdict(

@@ -76,7 +76,7 @@ async def process_in_window(
     return once the event's outputs are delivered, because returning is what
     makes the event's offset committable.
     """
-    manual = stream.noack()
+    manual = stream.noack()  # type: ignore[attr-defined]  # missing from Faust's StreamT stub
     acks = OffsetOrderedAcks(ack=manual.ack)
     slots = asyncio.Semaphore(window)
     running: set[asyncio.Task[None]] = set()

@@ -36,8 +36,11 @@ async def scripted(
         content = ""
     if kind == "json":
         content = arg
+    output: dict[str, Any] = {"content": content, "tier": tier}
+    if kind == "empty":
+        output = {"content": ""}  # an empty chat answer, nothing else
     return {
-        "output": {"content": content, "tier": tier},
+        "output": output,
         "confidence": confidence,
         "tokens_in": 10,
         "tokens_out": 5,

@@ -1,14 +1,14 @@
 """What can go wrong in a model call, each error naming its verdict trigger.
 
-    ModelError (schemas.errors.FallbackError)
-    ├── ModelTimeout              no (complete) answer in time          trigger timeout, retryable
-    ├── ModelUnavailable          5xx, connection refused/reset, OOM     trigger error, retryable
-    ├── RateLimited               429; carries retry_after_s             trigger rate_limited, retryable
-    ├── StreamTruncated           stream cut / no finish / no [DONE]     trigger truncated, retryable
-    ├── MalformedResponse         unparseable body or chunk              trigger error
-    ├── ContextLengthExceeded     prompt too long for this model         trigger context_length
-    ├── ContentPolicyViolation    provider refused on content policy     trigger policy
-    └── ModelRequestRejected      other 4xx: our request is wrong        trigger error
+ModelError (schemas.errors.FallbackError)        verdict trigger, retryable?
+├── ModelTimeout            no complete answer in time      timeout, retryable
+├── ModelUnavailable        5xx, refused/reset, OOM         error, retryable
+├── RateLimited             429, carries retry_after_s      rate_limited, retryable
+├── StreamTruncated         cut / no finish / no [DONE]     truncated, retryable
+├── MalformedResponse       unparseable body or chunk       error
+├── ContextLengthExceeded   prompt too long for the model   context_length
+├── ContentPolicyViolation  provider refused on policy      policy
+└── ModelRequestRejected    other 4xx: our request is bad   error
 """
 
 from __future__ import annotations

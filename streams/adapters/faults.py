@@ -10,8 +10,9 @@ Per call, in this order:
 
 Outage windows are measured from the tier's first call (not from worker
 start, which may take seconds to join its consumer group), so a drill's timing
-is the same however long start-up took.  Each call draws exactly two random numbers (spike, error) whatever the
-rates, so a given `seed` yields the same fault sequence for the same calls.
+is the same however long start-up took.  Each call draws exactly two random
+numbers (spike, error) whatever the rates, so a given `seed` yields the same
+fault sequence for the same calls.
 """
 
 from __future__ import annotations

@@ -15,8 +15,13 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_circuit_opens_probes_and_closes(broker: EmbeddedBroker, tmp_path: Path) -> None:
-    circuit = {"window_s": 30, "min_calls": 10, "failure_rate": 0.5, "open_s": 1.5,
-               "half_open_probes": 2}
+    circuit = {
+        "window_s": 30,
+        "min_calls": 10,
+        "failure_rate": 0.5,
+        "open_s": 1.5,
+        "half_open_probes": 2,
+    }
     config = pipeline_config(
         broker,
         tmp_path,

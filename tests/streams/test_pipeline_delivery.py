@@ -44,8 +44,9 @@ async def test_one_response_per_request_and_verdicts_match_clickhouse(
         requests += requests[:20]
         responses = await harness.ask_many(requests, timeout_s=90)
         wanted = {r.request_id for r in requests}
-        records = await harness.read_topic(harness.client.topics.responses, until=len(wanted) + 5,
-                                           timeout_s=5)
+        records = await harness.read_topic(
+            harness.client.topics.responses, until=len(wanted) + 5, timeout_s=5
+        )
         metrics = harness.worker.get("/metrics/")
         harness.worker.stop()  # releases the chDB directory
     per_request: dict[str, int] = {}

@@ -106,7 +106,7 @@ async def ask(pipeline: LLMPipeline) -> tuple[object, list[tuple[str, str | None
 
 
 async def assert_healthy(pipeline: LLMPipeline) -> None:
-    response, path = await ask(pipeline)
+    _, path = await ask(pipeline)
     assert path == [("primary", None)], "the worker did not recover"
     health = httpx.get(pipeline.harness.worker.url + "/health/", timeout=5)
     assert health.status_code == 200
@@ -181,8 +181,13 @@ async def test_api_key_never_leaves_the_adapter(llm_pipeline: LLMPipeline) -> No
     harness = llm_pipeline.harness
     topics = harness.client.topics
     seen = []
-    for topic in (topics.responses, topics.verdicts, topics.dlq, topics.tier("primary"),
-                  topics.attempts("primary")):
+    for topic in (
+        topics.responses,
+        topics.verdicts,
+        topics.dlq,
+        topics.tier("primary"),
+        topics.attempts("primary"),
+    ):
         seen += [r.value for r in await harness.read_topic(topic, until=10**6, timeout_s=2)]
     assert seen and not any(API_KEY.encode() in value for value in seen)
     assert not any(API_KEY[-12:].encode() in value for value in seen)
