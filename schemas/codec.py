@@ -24,6 +24,7 @@ from schemas.events import (
     Request,
     Response,
     RoutedRequest,
+    Spend,
     Verdict,
 )
 
@@ -37,6 +38,7 @@ AVRO_SCHEMA_FILES: dict[type[BaseModel], str] = {
     Verdict: "verdict",
     Response: "response",
     DeadLetter: "dead_letter",
+    Spend: "spend",
 }
 
 
@@ -88,7 +90,9 @@ def _convert(value: dict[str, Any] | None, plan: Plan, to_avro: bool) -> Any:
     for kind, name, sub in plan:
         item = value.get(name)
         if kind == "json":
-            value[name] = json.dumps(item, separators=(",", ":")) if to_avro else json.loads(item)
+            value[name] = (
+                json.dumps(item, separators=(",", ":")) if to_avro else json.loads(str(item))
+            )
         elif item is None:
             continue
         elif kind == "record":
@@ -112,6 +116,8 @@ def encode_avro(event: BaseModel) -> bytes:
 def decode_avro(model: type[M], payload: bytes) -> M:
     try:
         data = fastavro.schemaless_reader(io.BytesIO(payload), parsed_avro_schema(model), None)
+        if not isinstance(data, dict):
+            raise EventDecodeError(f"not a valid Avro {model.__name__}: not a record")
         return model.model_validate(_convert(data, _plan(model), to_avro=False))
     except EventDecodeError:
         raise

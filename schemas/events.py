@@ -226,6 +226,18 @@ class Response(Event):
     completed_at: datetime = Field(default_factory=utc_now)
 
 
+class Spend(Event):
+    """Money charged for one attempt, keyed by tenant (`<prefix>spend`): feeds the
+    tenant budget table every worker reads."""
+
+    schema_version: int = SCHEMA_VERSION
+    tenant: str
+    usd: float
+    request_id: str
+    attempt: int
+    charged_at: datetime
+
+
 class DeadLetter(Event):
     """An event no agent could process, with why (`<prefix>dlq`)."""
 

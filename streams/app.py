@@ -35,6 +35,7 @@ from streams.router import route_one
 from streams.safety import SafetyScorer
 from streams.sink_agent import sink_responses, sink_verdicts
 from streams.spend_ledger import TenantSpendLedger
+from streams.spend_table import build_spend_table, count_spend
 from streams.tier_agent import call_tier
 from streams.web import register_pages
 from topics.catalog import TopicCatalog, topic_catalog
@@ -152,6 +153,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     )
 
     app.pipeline = pipeline
+    pipeline.spend_table = build_spend_table(app)
 
     def raw_topic(name: str) -> Any:
         return app.topic(
@@ -182,6 +184,14 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         app.agent(raw_topic(topic), name=name)(agent)
 
     add_agent("route_requests", catalog.requests, lambda e: route_one(pipeline, e), ROUTING_WINDOW)
+
+    async def spend_agent(stream: StreamT) -> None:
+        async def dead_letter(event: Any, exc: Exception) -> None:
+            await on_error(event, exc, "count_spend")
+
+        await count_spend(pipeline.spend_table, config.budgets, stream, dead_letter)
+
+    app.agent(raw_topic(catalog.spend), name="count_spend")(spend_agent)
     for tier in config.tiers:
         add_tier_agents(add_agent, pipeline, tier, catalog)
     if config.analytics.enabled:

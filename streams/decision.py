@@ -31,7 +31,7 @@ from schemas.events import (
     Verdict,
     fallback_type_of,
 )
-from streams.budget import request_over_budget, tier_over_budget
+from streams.budget import expected_tokens, request_over_budget, tier_over_budget
 from streams.circuit import CircuitBreaker
 from streams.config import FallbackConfig, TierConfig
 from streams.policy import PolicyDecision, decide_policy
@@ -272,12 +272,15 @@ def skip_reason(
     if left < tier.timeout_ms * MIN_DEADLINE_SHARE:
         return Trigger.DEADLINE, f"{max(left, 0):.0f} ms left before the deadline"
     request = state.request
-    reason = request_over_budget(request.max_cost_usd, state.spent_usd, tier)
+    # Token-priced (LLM) tiers would look free without an estimate of the call's tokens.
+    tokens_in, tokens_out = expected_tokens(request.input, request.params)
+    reason = request_over_budget(request.max_cost_usd, state.spent_usd, tier, tokens_in, tokens_out)
     if reason is not None:
         return Trigger.OVER_BUDGET, reason
     budget = ctx.config.budgets.for_tenant(request.tenant)
     if budget is not None:
-        reason = tier_over_budget(tier, budget, ctx.tenant_spend_usd(request.tenant))
+        spent = ctx.tenant_spend_usd(request.tenant)
+        reason = tier_over_budget(tier, budget, spent, tokens_in, tokens_out)
         if reason is not None:
             return Trigger.OVER_BUDGET, reason
     breaker = ctx.circuits.get(tier.name)

@@ -8,7 +8,7 @@ from typing import Any
 
 from schemas.codec import decode_avro
 from schemas.errors import EventDecodeError
-from schemas.events import Attempt
+from schemas.events import Attempt, Spend
 from streams.config import TierConfig
 from streams.decision import evaluate_attempt
 from streams.pipeline import Pipeline
@@ -31,7 +31,17 @@ async def evaluate_one(pipeline: Pipeline, tier: TierConfig, event: Any) -> None
         pipeline.metrics.duplicates += 1
         return
     now = datetime.now(UTC)
-    # Charged whether or not the answer is accepted: spend counts rejected attempts too.
-    pipeline.spend.add(attempt.routed.request.tenant, attempt.cost_usd, time.time())
+    if attempt.cost_usd > 0:
+        # Charged whether or not the answer is accepted: spend counts rejected attempts too.
+        request = attempt.routed.request
+        await pipeline.record_spend(
+            Spend(
+                tenant=request.tenant,
+                usd=attempt.cost_usd,
+                request_id=request.request_id,
+                attempt=attempt.routed.attempt,
+                charged_at=attempt.finished_at,
+            )
+        )
     outcome = evaluate_attempt(attempt, pipeline.decision_context(now))
     await pipeline.publish_outcome(outcome)

@@ -11,6 +11,7 @@ from typing import Any
 
 from analytics.sink import ClickHouseSink, open_sink
 from schemas.codec import encode_avro
+from schemas.events import Spend
 from streams.adapters.base import ModelAdapter
 from streams.circuit import CircuitBreaker
 from streams.config import FallbackConfig
@@ -19,6 +20,7 @@ from streams.dedupe import RecentKeys
 from streams.publisher import Publisher
 from streams.safety import SafetyScorer
 from streams.spend_ledger import TenantSpendLedger
+from streams.spend_table import table_spend
 from topics.catalog import TopicCatalog
 
 
@@ -44,6 +46,7 @@ class Pipeline:
     seen_requests: RecentKeys
     seen_attempts: RecentKeys
     sink: ClickHouseSink | None = None
+    spend_table: Any = None  # Faust GlobalTable, see streams/spend_table.py
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -62,13 +65,23 @@ class Pipeline:
         if self.sink is not None:
             await self.sink.close()
 
+    def tenant_spend_usd(self, tenant: str) -> float:
+        """This worker's own charges count at once; every worker's arrive via the table."""
+        local = self.spend.spent(tenant, time.time())
+        if self.spend_table is None:
+            return local
+        return max(local, table_spend(self.spend_table, tenant, self.config.budgets))
+
+    async def record_spend(self, spend: Spend) -> None:
+        self.spend.add(spend.tenant, spend.usd, spend.charged_at.timestamp())
+        await self.publisher.publish_avro(self.topics.spend, spend.tenant, spend)
+
     def decision_context(self, now: datetime) -> DecisionContext:
-        now_s = time.time()
         return DecisionContext(
             config=self.config,
             circuits=self.circuits,
             safety=self.safety,
-            tenant_spend_usd=lambda tenant: self.spend.spent(tenant, now_s),
+            tenant_spend_usd=self.tenant_spend_usd,
             now=now,
             rng=self.rng,
         )

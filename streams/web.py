@@ -50,6 +50,9 @@ def register_pages(app: faust.App, pipeline: Pipeline) -> None:
                 **vars(pipeline.metrics),
                 "circuits": circuit_states(pipeline),
                 "tenant_spend_usd": pipeline.spend.snapshot(datetime.now(UTC).timestamp()),
+                "tenant_spend_table": dict(pipeline.spend_table.items())
+                if pipeline.spend_table is not None
+                else {},
             }
         )
 

@@ -16,6 +16,7 @@ class TopicSpec:
     replication_factor: int
     retention_ms: int
     purpose: str
+    compacted: bool = False
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class TopicCatalog:
     responses: str
     verdicts: str
     dlq: str
+    spend: str
+    spend_changelog: str
     tier_topics: dict[str, str]
     attempt_topics: dict[str, str]
     specs: tuple[TopicSpec, ...]
@@ -36,6 +39,14 @@ class TopicCatalog:
 
     def attempts(self, name: str) -> str:
         return self.attempt_topics[name]
+
+
+SPEND_TABLE = "tenant_spend"
+
+
+def spend_changelog_topic(config: FallbackConfig) -> str:
+    """Faust names a table's changelog `<app id>-<table>-changelog`."""
+    return f"{config.worker.app_id}-{SPEND_TABLE}-changelog"
 
 
 def topic_catalog(config: FallbackConfig) -> TopicCatalog:
@@ -57,6 +68,23 @@ def topic_catalog(config: FallbackConfig) -> TopicCatalog:
         spec("responses", retention.responses_hours, "one final response per request (JSON)"),
         spec("verdicts", retention.internal_hours, "one verdict per attempt (Avro)"),
         spec("dlq", retention.dlq_hours, "events no agent could process, with the reason"),
+        # One partition: the budget table is a Faust GlobalTable whose changelog
+        # partition follows the spend event's partition (see streams/spend_table.py).
+        TopicSpec(
+            name=prefix + "spend",
+            partitions=1,
+            replication_factor=kafka.replication_factor,
+            retention_ms=int(retention.internal_hours * HOUR_MS),
+            purpose="charged attempts keyed by tenant (Avro)",
+        ),
+        TopicSpec(
+            name=spend_changelog_topic(config),
+            partitions=1,
+            replication_factor=kafka.replication_factor,
+            retention_ms=-1,
+            purpose="Faust changelog of the tenant spend table",
+            compacted=True,
+        ),
     ]
     for tier in config.tiers:
         specs.append(
@@ -70,6 +98,8 @@ def topic_catalog(config: FallbackConfig) -> TopicCatalog:
         responses=prefix + "responses",
         verdicts=prefix + "verdicts",
         dlq=prefix + "dlq",
+        spend=prefix + "spend",
+        spend_changelog=spend_changelog_topic(config),
         tier_topics={t.name: f"{prefix}tier.{t.name}" for t in config.tiers},
         attempt_topics={t.name: f"{prefix}attempts.{t.name}" for t in config.tiers},
         specs=tuple(specs),

@@ -16,6 +16,12 @@ from topics.catalog import TopicSpec
 log = logging.getLogger(__name__)
 
 
+def topic_configs(spec: TopicSpec) -> dict[str, str]:
+    if spec.compacted:
+        return {"cleanup.policy": "compact"}
+    return {"retention.ms": str(spec.retention_ms)}
+
+
 async def declare_topics(
     specs: tuple[TopicSpec, ...] | list[TopicSpec], client_options: dict[str, Any]
 ) -> dict[str, int]:
@@ -32,7 +38,7 @@ async def declare_topics(
                         spec.name,
                         spec.partitions,
                         spec.replication_factor,
-                        topic_configs={"retention.ms": str(spec.retention_ms)},
+                        topic_configs=topic_configs(spec),
                     )
                     for spec in missing
                 ]

@@ -127,7 +127,8 @@ async def test_region_policy_skips_tiers_outside_the_region(
 async def test_empty_answer_fails_the_quality_check(shared_pipeline: PipelineHarness) -> None:
     response = await shared_pipeline.ask({"primary": "error", "backup": "empty"})
     assert response.served_by == "local"
-    assert response.attempts[1].trigger is Trigger.INVALID_OUTPUT
+    backup = next(a for a in response.attempts if a.tier == "backup")
+    assert (backup.trigger, backup.fallback_type) == (Trigger.INVALID_OUTPUT, FallbackType.QUALITY)
 
 
 async def test_spent_tenant_budget_skips_expensive_tiers(shared_pipeline: PipelineHarness) -> None:
