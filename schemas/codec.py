@@ -130,6 +130,16 @@ def encode_json(event: BaseModel) -> bytes:
     return event.model_dump_json().encode()
 
 
+def decode_response(payload: bytes, response_format: str = "json") -> Response:
+    """A final response as written to `<prefix>responses` in the configured format."""
+    if response_format == "avro":
+        return decode_avro(Response, payload)
+    try:
+        return Response.model_validate_json(payload)
+    except ValidationError as exc:
+        raise EventDecodeError(f"not a valid JSON Response: {exc}") from exc
+
+
 def decode_request_json(payload: bytes, max_bytes: int) -> Request:
     """Read a caller's request; errors name the problem and the request id when readable."""
     if len(payload) > max_bytes:

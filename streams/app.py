@@ -21,6 +21,7 @@ from typing import Any
 import faust
 from faust.types import StreamT
 
+from analytics.errors import AnalyticsError
 from schemas.codec import register_faust_codecs
 from streams.adapters.registry import build_adapter
 from streams.circuit import CircuitBreaker
@@ -28,9 +29,10 @@ from streams.config import FallbackConfig, KafkaConfig, TierConfig
 from streams.dedupe import RecentKeys
 from streams.evaluator import evaluate_one
 from streams.inflight import process_in_window
-from streams.kafka_tuning import set_fetch_max_wait_ms
+from streams.kafka_tuning import guard_commits, set_fetch_max_wait_ms
 from streams.pipeline import Pipeline
 from streams.publisher import Publisher, PublishError
+from streams.quality import prepare_quality_checks
 from streams.router import route_one
 from streams.safety import SafetyScorer
 from streams.sink_agent import sink_responses, sink_verdicts
@@ -79,13 +81,20 @@ def kafka_client_options(kafka: KafkaConfig) -> dict[str, Any]:
         "security_protocol": kafka.security_protocol,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context()
+        options["ssl_context"] = kafka_ssl_context(kafka)
     if kafka.sasl_mechanism is not None:
         password = kafka.sasl_password()
         options["sasl_mechanism"] = kafka.sasl_mechanism
         options["sasl_plain_username"] = kafka.sasl_username
         options["sasl_plain_password"] = password.get_secret_value() if password else None
     return options
+
+
+def kafka_ssl_context(kafka: KafkaConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=kafka.ssl_cafile)
+    if kafka.ssl_certfile is not None:
+        context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    return context
 
 
 def faust_credentials(kafka: KafkaConfig) -> Any:
@@ -95,12 +104,10 @@ def faust_credentials(kafka: KafkaConfig) -> Any:
             username=kafka.sasl_username,
             password=password.get_secret_value() if password else None,
             mechanism=kafka.sasl_mechanism,
-            ssl_context=ssl.create_default_context()
-            if kafka.security_protocol == "SASL_SSL"
-            else None,
+            ssl_context=kafka_ssl_context(kafka) if kafka.security_protocol == "SASL_SSL" else None,
         )
     if kafka.security_protocol == "SSL":
-        return faust.SSLCredentials(ssl.create_default_context())
+        return faust.SSLCredentials(kafka_ssl_context(kafka))
     return None
 
 
@@ -109,6 +116,8 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     if kafka.bootstrap_servers is None:
         raise ValueError("kafka.bootstrap_servers is not set (start the embedded broker first)")
     register_faust_codecs()
+    for tier in config.tiers:
+        prepare_quality_checks(tier.accept.quality)  # a bad schema/callable fails start-up
     set_fetch_max_wait_ms(kafka.fetch_max_wait_ms)
     brokers = ";".join(f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(","))
     app = PipelineFaustApp(
@@ -128,7 +137,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_request_timeout=max(kafka.session_timeout_s * 3, 30.0),
         broker_commit_interval=kafka.commit_interval_s,
-        producer_linger=0.002,
+        producer_linger=0.005,  # a few ms of batching: far fewer produce requests under load
         web_enabled=True,
         web_bind=config.worker.web_host,
         web_host=config.worker.web_host,
@@ -140,7 +149,9 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     pipeline = Pipeline(
         config=config,
         topics=catalog,
-        publisher=Publisher(producer=app.producer, topics=catalog),
+        publisher=Publisher(
+            producer=app.producer, topics=catalog, response_format=config.worker.response_format
+        ),
         adapters={tier.name: build_adapter(tier) for tier in config.tiers},
         circuits={
             tier.name: CircuitBreaker(tier.circuit, tier.accept.max_latency_ms)
@@ -153,6 +164,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     )
 
     app.pipeline = pipeline
+    guard_commits(pipeline.publisher.delivery_problem)
     pipeline.spend_table = build_spend_table(app)
 
     def raw_topic(name: str) -> Any:
@@ -161,7 +173,9 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         )
 
     async def on_error(event: Any, exc: Exception, stage: str) -> bool:
-        if isinstance(exc, PublishError):
+        if isinstance(exc, PublishError | AnalyticsError):
+            # Outputs could not be delivered/written: leave the event un-acked so
+            # a restart replays it, rather than dead-letter a good event.
             pipeline.metrics.stalled += 1
             return False
         await pipeline.publisher.dead_letter(
@@ -189,7 +203,8 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         async def dead_letter(event: Any, exc: Exception) -> None:
             await on_error(event, exc, "count_spend")
 
-        await count_spend(pipeline.spend_table, config.budgets, stream, dead_letter)
+        seen = RecentKeys(config.worker.dedupe_window_s)
+        await count_spend(pipeline.spend_table, config.budgets, stream, dead_letter, seen)
 
     app.agent(raw_topic(catalog.spend), name="count_spend")(spend_agent)
     for tier in config.tiers:

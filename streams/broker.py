@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from streams.child_process import die_with_parent
 from streams.errors import BrokerError
 
 
@@ -81,6 +82,7 @@ def start_broker(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=die_with_parent(),
         env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
     )
     broker = EmbeddedBroker(process=process, host=host, port=port)

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from streams.config import FallbackConfig, load_config
+from schemas.errors import FallbackError
 from streams.errors import ConfigError
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -79,7 +80,11 @@ def worker(
             "`fallback broker` and point at it"
         )
         raise typer.Exit(2)
-    run_worker(settings, loglevel=loglevel)
+    try:
+        run_worker(settings, loglevel=loglevel)
+    except FallbackError as exc:  # e.g. a quality check's callable cannot be imported
+        err_console.print(f"[red]cannot start the worker:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @cli.command("check-config")
@@ -104,6 +109,10 @@ def send(
     deadline_ms: int | None = None,
     max_cost_usd: float | None = None,
     region: str | None = None,
+    tag: Annotated[list[str] | None, typer.Option(help="request tag (repeatable)")] = None,
+    params_json: Annotated[
+        str | None, typer.Option("--params", help='model params as JSON, e.g. {"max_tokens": 64}')
+    ] = None,
     wait: Annotated[bool, typer.Option(help="wait for the response and print it")] = True,
     timeout_s: float = 30.0,
 ) -> None:
@@ -127,6 +136,8 @@ def send(
         deadline_ms=deadline_ms,
         max_cost_usd=max_cost_usd,
         region=region,
+        tags=tag or [],
+        params=json.loads(params_json) if params_json else {},
     )
 
     async def run() -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from schemas.codec import decode_response
 from schemas.events import Request, Response
 from streams.app import kafka_client_options
 from streams.config import FallbackConfig
@@ -26,6 +27,7 @@ class FallbackClient:
     def __init__(self, config: FallbackConfig) -> None:
         self.options = kafka_client_options(config.kafka)
         self.topics = topic_catalog(config)
+        self.response_format = config.worker.response_format
         self.producer = AIOKafkaProducer(**self.options, linger_ms=5, acks="all")
         self.consumer: AIOKafkaConsumer | None = None
         self._seen: set[str] = set()
@@ -93,7 +95,7 @@ class FallbackClient:
             batch = await self.consumer.getmany(timeout_ms=100)
             for records in batch.values():
                 for record in records:
-                    response = Response.model_validate_json(record.value)
+                    response = decode_response(record.value, self.response_format)
                     if response.request_id in self._seen:
                         continue
                     self._seen.add(response.request_id)

@@ -48,6 +48,9 @@ class KafkaConfig(Strict):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password_env: str | None = None
+    ssl_cafile: str | None = Field(default=None, description="CA bundle; default: system trust")
+    ssl_certfile: str | None = Field(default=None, description="client certificate (mTLS)")
+    ssl_keyfile: str | None = Field(default=None, description="client key (mTLS)")
     fetch_max_wait_ms: int = Field(default=10, ge=0, le=5000)
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
@@ -102,6 +105,9 @@ class WorkerConfig(Strict):
     max_request_bytes: int = Field(default=1_000_000, ge=256)
     dedupe_window_s: float = Field(default=600.0, ge=0)
     data_dir: str = Field(default=".data", description="worker-local state (Faust's data dir)")
+    response_format: Literal["json", "avro"] = Field(
+        default="json", description="encoding of <prefix>responses (schemas/avro/response.avsc)"
+    )
 
 
 # --------------------------------------------------------------- models ----
@@ -209,7 +215,7 @@ class AcceptanceConfig(Strict):
 
 
 class OutageConfig(Strict):
-    """The tier is down from `start_s` for `duration_s` after worker start, every `every_s`."""
+    """The tier is down from `start_s` for `duration_s` after its first call, every `every_s`."""
 
     start_s: float = Field(ge=0)
     duration_s: float = Field(gt=0)

@@ -73,8 +73,9 @@ async def process_in_window(
     """Run `handle` on every event with up to `window` at once, acking in order.
 
     `handle` must itself deal with bad input (dead-letter it) and must only
-    return once the event's outputs are delivered, because returning is what
-    makes the event's offset committable.
+    return once the event's outputs are in the producer (`Publisher.enqueue`):
+    returning makes the offset committable, and the commit itself waits for
+    those records to be delivered (`kafka_tuning.guard_commits`).
     """
     manual = stream.noack()  # type: ignore[attr-defined]  # missing from Faust's StreamT stub
     acks = OffsetOrderedAcks(ack=manual.ack)

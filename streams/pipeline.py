@@ -74,7 +74,7 @@ class Pipeline:
 
     async def record_spend(self, spend: Spend) -> None:
         self.spend.add(spend.tenant, spend.usd, spend.charged_at.timestamp())
-        await self.publisher.publish_avro(self.topics.spend, spend.tenant, spend)
+        await self.publisher.enqueue_avro(self.topics.spend, spend.tenant, spend)
 
     def decision_context(self, now: datetime) -> DecisionContext:
         return DecisionContext(
@@ -87,15 +87,15 @@ class Pipeline:
         )
 
     async def publish_outcome(self, outcome: Outcome) -> None:
-        """Verdicts, then the forward or the final response; all delivered before return."""
+        """Verdicts, then the forward or the final response; all in the producer on return."""
         sends: list[Any] = [
-            self.publisher.publish(self.topics.verdicts, v.request_id, encode_avro(v))
+            self.publisher.enqueue(self.topics.verdicts, v.request_id, encode_avro(v))
             for v in outcome.verdicts
         ]
         if outcome.forward is not None:
             forward = outcome.forward
             sends.append(
-                self.publisher.publish(
+                self.publisher.enqueue(
                     self.topics.tier(forward.tier), forward.request.request_id, encode_avro(forward)
                 )
             )

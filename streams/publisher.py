@@ -1,7 +1,15 @@
 """Every write the agents make goes through `Publisher`: keyed, encoded, delivered.
 
-`publish` returns only once the broker has the record, so an agent that acks
-its input after publishing never commits past an output that was lost.
+Two ways to send:
+
+- `enqueue` hands the record to the producer's batch and returns; the agent
+  may then ack its input.  At-least-once still holds because the consumer
+  flushes the producer before every offset commit, and refuses to commit
+  (crashing the worker instead) if any enqueued record failed delivery:
+  `streams/kafka_tuning.py` installs that guard, fed by `delivery_problem`.
+  Not parking a task per record until its broker ack doubled throughput.
+- `publish` waits for the broker's ack (dead letters, one-off sends).
+
 Transient send failures are retried here with backoff (one loop, one place).
 """
 
@@ -36,14 +44,43 @@ SEND_BACKOFF_S = 0.1
 class Publisher:
     producer: Any  # faust ProducerT; typed loosely because Faust's stubs are partial
     topics: TopicCatalog
+    response_format: str = "json"
+    failed_deliveries: int = 0
+    last_delivery_error: str | None = None
+
+    def delivery_problem(self) -> str | None:
+        """Why offsets must not be committed, if an enqueued record was lost."""
+        if not self.failed_deliveries:
+            return None
+        return f"{self.failed_deliveries} record(s) not delivered: {self.last_delivery_error}"
+
+    def _on_delivery(self, delivery: asyncio.Future[Any]) -> None:
+        error = "cancelled" if delivery.cancelled() else delivery.exception()
+        if error is not None:
+            self.failed_deliveries += 1
+            self.last_delivery_error = str(error)
+            log.error("delivery failed: %s", error)
+
+    async def enqueue(self, topic: str, key: str, value: bytes) -> asyncio.Future[Any]:
+        """Append to the producer's batch (retrying a refused append); do not wait."""
+        delivery: asyncio.Future[Any] = await self._send(topic, key, value)
+        delivery.add_done_callback(self._on_delivery)
+        return delivery
 
     async def publish(self, topic: str, key: str, value: bytes) -> None:
+        """Send and wait for the broker's ack."""
+        try:
+            await (await self._send(topic, key, value))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise PublishError(f"could not deliver to {topic}: {exc}") from exc
+
+    async def _send(self, topic: str, key: str, value: bytes) -> Any:
         delay = SEND_BACKOFF_S
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                pending = await self.producer.send(topic, key.encode(), value, None, None, None)
-                await pending
-                return
+                return await self.producer.send(topic, key.encode(), value, None, None, None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -53,11 +90,12 @@ class Publisher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def publish_avro(self, topic: str, key: str, event: BaseModel) -> None:
-        await self.publish(topic, key, encode_avro(event))
+    async def enqueue_avro(self, topic: str, key: str, event: BaseModel) -> None:
+        await self.enqueue(topic, key, encode_avro(event))
 
     async def respond(self, response: Response) -> None:
-        await self.publish(self.topics.responses, response.request_id, encode_json(response))
+        body = encode_avro(response) if self.response_format == "avro" else encode_json(response)
+        await self.enqueue(self.topics.responses, response.request_id, body)
 
     async def dead_letter(
         self,

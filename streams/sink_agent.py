@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.codec import decode_avro
+from schemas.codec import decode_avro, decode_response
 from schemas.errors import EventDecodeError
-from schemas.events import Response, Verdict
+from schemas.events import Verdict
 from streams.pipeline import Pipeline
 
 
@@ -33,11 +33,11 @@ async def sink_responses(pipeline: Pipeline, event: Any) -> None:
     sink = pipeline.sink
     assert sink is not None, "sink agents run only with analytics enabled"
     try:
-        response = Response.model_validate_json(event.message.value)
-    except ValueError as exc:
+        response = decode_response(event.message.value, pipeline.config.worker.response_format)
+    except EventDecodeError as exc:
         await pipeline.publisher.dead_letter(
             event=event,
-            reason=f"not a valid response: {exc}",
+            reason=exc.reason,
             error_type=type(exc).__name__,
             stage="sink_responses",
             request_id=None,

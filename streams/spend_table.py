@@ -24,6 +24,7 @@ from schemas.errors import EventDecodeError
 from schemas.events import Spend
 from streams.budget import window_start
 from streams.config import BudgetsConfig
+from streams.dedupe import RecentKeys
 from topics.catalog import SPEND_TABLE
 
 DEFAULT_WINDOW_S = 3600.0
@@ -46,14 +47,18 @@ def build_spend_table(app: faust.App) -> Any:
     )
 
 
-async def count_spend(table: Any, budgets: BudgetsConfig, stream: Any, dead_letter: Any) -> None:
-    """Agent body: add each charged attempt to its tenant's window total."""
+async def count_spend(
+    table: Any, budgets: BudgetsConfig, stream: Any, dead_letter: Any, seen: RecentKeys
+) -> None:
+    """Agent body: add each charged attempt to its tenant's window total, once."""
     async for event in stream.events():
         try:
             spend = decode_avro(Spend, event.message.value)
         except EventDecodeError as exc:
             await dead_letter(event, exc)
             continue
+        if seen.seen_before((spend.request_id, spend.attempt), time.monotonic()):
+            continue  # a redelivered spend event must not be charged twice
         key = spend_window_key(spend.tenant, spend.charged_at.timestamp(), budgets)
         table[key] = table[key] + spend.usd
 

@@ -35,7 +35,7 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, event: Any) -> None:
         if wait_s > 0:
             await asyncio.sleep(wait_s)
     attempt = await attempt_call(pipeline.adapters[tier.name], tier, routed)
-    await pipeline.publisher.publish_avro(
+    await pipeline.publisher.enqueue_avro(
         pipeline.topics.attempts(tier.name), routed.request.request_id, attempt
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
+from streams.child_process import die_with_parent
 from streams.config import FallbackConfig
 
 
@@ -110,6 +111,7 @@ def start_worker_process(
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent(),
     )
     log_file.close()
     return WorkerProcess(process=process, config=config, config_path=config_path, log_path=log_path)

@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from schemas.codec import decode_response
 from schemas.events import Request, Response
 from streams.app import kafka_client_options
 from streams.client import FallbackClient
@@ -48,7 +49,7 @@ class PipelineHarness:
             batch = await consumer.getmany(timeout_ms=100)
             for records in batch.values():
                 for record in records:
-                    response = Response.model_validate_json(record.value)
+                    response = decode_response(record.value, self.client.response_format)
                     self.response_counts[response.request_id] += 1
                     self.responses.setdefault(response.request_id, response)
                     waiter = self._waiters.pop(response.request_id, None)

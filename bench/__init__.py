@@ -1,0 +1,1 @@
+"""Benchmarks of the fallback pipeline: figures printed, never asserted (`make bench`)."""

@@ -1,0 +1,252 @@
+"""What every benchmark shares: a config, a running worker, and load drivers.
+
+The broker (Tansu, embedded) is started once per run by `bench.run`; each
+benchmark starts its own worker process on its own topics and consumer group,
+waits until every partition is assigned, warms the path up, then measures.
+Load is driven from this process with `FallbackClient` (its producer; the
+responses are read straight off its consumer so the client's own CPU stays
+small next to the worker's on a 2-core machine).  Every loop is bounded in
+count and in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from streams.broker import EmbeddedBroker, free_port
+from streams.client import FallbackClient
+from streams.config import FallbackConfig, parse_config
+from streams.worker_process import WorkerProcess, running_worker
+
+PARTITIONS = 4
+_runs = itertools.count(1)
+
+
+def python_tier(name: str, function: str, **overrides: Any) -> dict[str, Any]:
+    """A tier served by `bench.models:<function>`; circuit off so a scripted
+    failure always costs a real hop (an open circuit would skip the call)."""
+    tier: dict[str, Any] = {
+        "name": name,
+        "adapter": {
+            "kind": "python",
+            "callable": f"bench.models:{function}",
+            "options": {"tier": name} if function == "instant" else {},
+        },
+        "price": {"per_call_usd": 0.0001},
+        "timeout_ms": 2000,
+        "max_in_flight": 500,
+        "accept": {"max_latency_ms": 1000, "min_confidence": 0.5},
+        "circuit": {"enabled": False},
+    }
+    tier.update(overrides)
+    return tier
+
+
+def bench_config(
+    broker: EmbeddedBroker,
+    tiers: list[dict[str, Any]],
+    *,
+    analytics: bool = False,
+    workdir: Path,
+    partitions: int = PARTITIONS,
+) -> FallbackConfig:
+    """Own topics, group, web port and chDB directory per benchmark (as tests/conftest.py)."""
+    run = f"b{next(_runs)}-{uuid.uuid4().hex[:6]}"
+    return parse_config(
+        {
+            "kafka": {
+                "bootstrap_servers": broker.bootstrap_servers,
+                "topic_prefix": f"{run}.",
+                "partitions": partitions,
+                "session_timeout_s": 6,
+                "heartbeat_interval_s": 0.5,
+                "rebalance_timeout_s": 6,
+                "commit_interval_s": 1.0,
+            },
+            "worker": {
+                "app_id": f"bench-{run}",
+                "web_port": free_port(),
+                "data_dir": str(workdir / run / "data"),
+            },
+            "analytics": {
+                "enabled": analytics,
+                "chdb_path": str(workdir / run / "chdb"),
+                "batch_max_wait_ms": 200,
+            },
+            "tiers": tiers,
+        }
+    )
+
+
+def subscribed_partitions(config: FallbackConfig) -> int:
+    topics = 1 + 2 * len(config.tiers) + (2 if config.analytics.enabled else 0)
+    return topics * config.kafka.partitions
+
+
+@contextlib.contextmanager
+def worker_for(config: FallbackConfig, workdir: Path) -> Iterator[WorkerProcess]:
+    with running_worker(config, workdir) as worker:
+        worker.wait_ready(timeout_s=90, partitions=subscribed_partitions(config))
+        yield worker
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="fallback-bench-"))
+
+
+# ------------------------------------------------------------------ load ----
+
+
+def request(request_id: str, input: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "request_id": request_id,
+        "tenant": "bench",
+        "input": input or {"prompt": "hi"},
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+
+
+@dataclass
+class LoadResult:
+    sent: int
+    received: int = 0
+    served: int = 0
+    first_send: float = 0.0
+    last_receive: float = 0.0
+    #: client side: response received - request sent (ms)
+    latencies_ms: list[float] = field(default_factory=list)
+    #: the worker's own figure in the response (created_at -> response built)
+    worker_latencies_ms: list[float] = field(default_factory=list)
+    statuses: dict[str, int] = field(default_factory=dict)
+    received_at: list[float] = field(default_factory=list)
+
+    @property
+    def elapsed_s(self) -> float:
+        return max(self.last_receive - self.first_send, 1e-9)
+
+    @property
+    def rate(self) -> float:
+        return self.served / self.elapsed_s
+
+    @property
+    def steady_rate(self) -> float:
+        """Responses per second between the 10th and 90th percentile arrivals (no ramps)."""
+        times = sorted(self.received_at)
+        if len(times) < 20:
+            return self.rate
+        lo, hi = len(times) // 10, len(times) * 9 // 10
+        return (hi - lo) / max(times[hi] - times[lo], 1e-9)
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+class Receiver:
+    """Reads responses off the client's consumer and times them against send times."""
+
+    def __init__(self, client: FallbackClient, sent_at: dict[str, float]) -> None:
+        self.client = client
+        self.sent_at = sent_at
+        self.result = LoadResult(sent=0)
+        self.seen: set[str] = set()
+
+    async def run(self, expected: int, timeout_s: float, idle_s: float) -> None:
+        consumer = self.client.consumer
+        assert consumer is not None
+        deadline = time.monotonic() + timeout_s
+        idle_deadline = time.monotonic() + idle_s
+        while len(self.seen) < expected and time.monotonic() < min(deadline, idle_deadline):
+            batch = await consumer.getmany(timeout_ms=50, max_records=5000)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    key = record.key.decode() if record.key else ""
+                    if key in self.seen or key not in self.sent_at:
+                        continue
+                    self.seen.add(key)
+                    idle_deadline = time.monotonic() + idle_s
+                    body = json.loads(record.value)
+                    status = body.get("status", "?")
+                    self.result.statuses[status] = self.result.statuses.get(status, 0) + 1
+                    self.result.received += 1
+                    self.result.last_receive = now
+                    self.result.received_at.append(now)
+                    if status == "served":
+                        self.result.served += 1
+                    self.result.latencies_ms.append((now - self.sent_at[key]) * 1000)
+                    self.result.worker_latencies_ms.append(float(body.get("latency_ms", 0.0)))
+
+
+async def blast(
+    client: FallbackClient, count: int, *, timeout_s: float, input: dict[str, Any] | None = None
+) -> LoadResult:
+    """Send `count` requests as fast as the producer takes them; wait for the responses."""
+    sent_at: dict[str, float] = {}
+    receiver = Receiver(client, sent_at)
+    tag = uuid.uuid4().hex[:8]
+    receiving = asyncio.create_task(receiver.run(count, timeout_s, idle_s=min(timeout_s, 15.0)))
+    first = time.perf_counter()
+    for i in range(count):
+        request_id = f"{tag}-{i}"
+        sent_at[request_id] = time.perf_counter()
+        await client.send(request(request_id, input))
+        if i % 1000 == 999:
+            await asyncio.sleep(0)  # let the receiver drain while we send
+    await client.producer.flush()
+    await receiving
+    result = receiver.result
+    result.sent = count
+    result.first_send = first
+    return result
+
+
+async def paced(
+    client: FallbackClient,
+    rate_per_s: float,
+    duration_s: float,
+    *,
+    input: dict[str, Any] | None = None,
+    drain_s: float = 10.0,
+) -> LoadResult:
+    """Open loop: request i is sent at t0 + i/rate whatever the responses do."""
+    count = max(int(rate_per_s * duration_s), 1)
+    sent_at: dict[str, float] = {}
+    receiver = Receiver(client, sent_at)
+    tag = uuid.uuid4().hex[:8]
+    receiving = asyncio.create_task(receiver.run(count, duration_s + drain_s, idle_s=drain_s))
+    start = time.perf_counter()
+    for i in range(count):
+        due = start + i / rate_per_s
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        request_id = f"{tag}-{i}"
+        sent_at[request_id] = time.perf_counter()
+        await client.send(request(request_id, input))
+    await client.producer.flush()
+    await receiving
+    result = receiver.result
+    result.sent = count
+    result.first_send = start
+    return result
+
+
+async def warm_up(client: FallbackClient, count: int = 300) -> LoadResult:
+    return await blast(client, count, timeout_s=30)

@@ -1,0 +1,74 @@
+"""`make bench`: start the embedded broker, run every figure, print a summary table.
+
+    python -m bench.run [--only 1,1b,3,4] [--profile DIR]
+
+Figures are printed, never asserted.  Each figure runs its own worker process
+(own topics and consumer group) against one shared embedded broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+from bench.figures import Profiler, Row, fallback_hops, littles_law, throughput
+from bench.harness import workdir
+from streams.broker import running_broker
+
+
+def print_table(rows: list[Row]) -> None:
+    width = max(len(r.figure) for r in rows)
+    measured = max(len(r.measured) for r in rows)
+    print()
+    print(f"{'figure':<{width}}  {'measured':<{measured}}  target")
+    print("-" * (width + measured + 24))
+    for row in rows:
+        verdict = "" if row.met is None else ("  [met]" if row.met else "  [MISSED]")
+        print(f"{row.figure:<{width}}  {row.measured:<{measured}}  {row.target}{verdict}")
+
+
+async def run(only: set[str], profile: Path | None) -> list[Row]:
+    rows: list[Row] = []
+    directory = workdir()
+    profiler = Profiler(profile)
+    with running_broker() as broker:
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"broker {broker.bootstrap_servers}, scratch {directory}")
+        print(f"{os.cpu_count()} cpus, load average before start {load}")
+        if only & {"1", "2"}:
+            print("figure 1 + 2: one tier, instant model, analytics off")
+            found, _ = await throughput(broker, directory, analytics=False, profiler=profiler)
+            rows.extend(found)
+        if "1b" in only:
+            print("figure 1b: same with analytics (chDB sink) on")
+            found, _ = await throughput(broker, directory, analytics=True, profiler=profiler)
+            rows.extend(found)
+        if "3" in only:
+            print("figure 3: three tiers, fallback hops")
+            rows.extend(await fallback_hops(broker, directory))
+        if "4" in only:
+            print("figure 4: 200 ms model, 200 in flight")
+            rows.extend(await littles_law(broker, directory))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="1,1b,3,4", help="figures to run (2 runs with 1)")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy raw output directory")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    started = time.monotonic()
+    rows = asyncio.run(run(set(args.only.split(",")), args.profile))
+    print_table(rows)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n(total {time.monotonic() - started:.0f}s; load average now {load})")
+    print("(other processes on the machine compete with broker, worker and client for CPU)")
+
+
+if __name__ == "__main__":
+    main()
