@@ -14,8 +14,8 @@ import httpx
 import typer
 from rich.console import Console
 
-from streams.config import FallbackConfig, load_config
 from schemas.errors import FallbackError
+from streams.config import FallbackConfig, load_config
 from streams.errors import ConfigError
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
