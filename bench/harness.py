@@ -83,7 +83,7 @@ def bench_config(
             "analytics": {
                 "enabled": analytics,
                 "chdb_path": str(workdir / run / "chdb"),
-                "batch_max_wait_ms": 200,
+                "batch_max_wait_ms": 1000,
             },
             "tiers": tiers,
         }

@@ -211,7 +211,7 @@ def _since(minutes: float | None) -> Any:
 def demo(
     config: Annotated[Path, typer.Option("--config", "-c")] = Path("examples/demo.yaml"),
     requests: Annotated[int, typer.Option(help="how many digit requests to send")] = 2000,
-    rate: Annotated[float, typer.Option(help="requests per second")] = 250.0,
+    rate: Annotated[float, typer.Option(help="requests per second")] = 50.0,
 ) -> None:
     """Start a broker and a worker, send digit requests, print the report and accuracy."""
     from streams.demo import run_demo

@@ -89,7 +89,7 @@ class AnalyticsConfig(Strict):
     username: str = "default"
     password_env: str | None = None
     batch_max_rows: int = Field(default=5000, ge=1)
-    batch_max_wait_ms: int = Field(default=500, ge=1)
+    batch_max_wait_ms: int = Field(default=1000, ge=1)
 
     def password(self) -> SecretStr | None:
         return _secret_from_env(self.password_env, "analytics.password_env")

@@ -77,7 +77,7 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
             "request_id": f"demo-{i:06d}",
             "tenant": "demo",
             "input": {"features": features[i % len(features)]},
-            "deadline_ms": 2000,
+            "deadline_ms": 3000,
         }
         for i in range(requests)
     ]

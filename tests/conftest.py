@@ -60,7 +60,7 @@ def pipeline_config(
             "commit_interval_s": 0.5,
         },
         "worker": {"app_id": f"fallback-{run}", "web_port": free_port()},
-        "analytics": {"chdb_path": str(tmp / run / "chdb"), "batch_max_wait_ms": 100},
+        "analytics": {"chdb_path": str(tmp / run / "chdb"), "batch_max_wait_ms": 500},
         "tiers": tiers,
     }
     for key, value in sections.items():
