@@ -6,8 +6,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.codec import decode_avro
-from schemas.errors import EventDecodeError
 from schemas.events import Attempt, Spend
 from streams.config import TierConfig
 from streams.decision import evaluate_attempt
@@ -15,16 +13,8 @@ from streams.pipeline import Pipeline
 
 
 async def evaluate_one(pipeline: Pipeline, tier: TierConfig, event: Any) -> None:
-    try:
-        attempt = decode_avro(Attempt, event.message.value)
-    except EventDecodeError as exc:
-        await pipeline.publisher.dead_letter(
-            event=event,
-            reason=exc.reason,
-            error_type=type(exc).__name__,
-            stage=f"evaluator.{tier.name}",
-            request_id=None,
-        )
+    attempt = await pipeline.decode_or_dead_letter(event, Attempt, f"evaluator.{tier.name}")
+    if attempt is None:
         return
     key = (attempt.routed.request.request_id, attempt.routed.attempt)
     if pipeline.seen_attempts.seen_before(key, time.monotonic()):

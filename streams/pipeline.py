@@ -7,10 +7,13 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from analytics.sink import ClickHouseSink, open_sink
-from schemas.codec import encode_avro
+from schemas.codec import decode_avro, encode_avro
+from schemas.errors import EventDecodeError
 from schemas.events import Spend
 from streams.adapters.base import ModelAdapter
 from streams.circuit import CircuitBreaker
@@ -22,6 +25,8 @@ from streams.safety import SafetyScorer
 from streams.spend_ledger import TenantSpendLedger
 from streams.spend_table import table_spend
 from topics.catalog import TopicCatalog
+
+E = TypeVar("E", bound=BaseModel)
 
 
 @dataclass
@@ -64,6 +69,20 @@ class Pipeline:
             await adapter.aclose()
         if self.sink is not None:
             await self.sink.close()
+
+    async def decode_or_dead_letter(self, event: Any, model: type[E], stage: str) -> E | None:
+        """An internal (Avro) event, or None after dead-lettering it with the reason."""
+        try:
+            return decode_avro(model, event.message.value)
+        except EventDecodeError as exc:
+            await self.publisher.dead_letter(
+                event=event,
+                reason=exc.reason,
+                error_type=type(exc).__name__,
+                stage=stage,
+                request_id=exc.request_id,
+            )
+            return None
 
     def tenant_spend_usd(self, tenant: str) -> float:
         """This worker's own charges count at once; every worker's arrive via the table."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.codec import decode_avro, decode_response
+from schemas.codec import decode_response
 from schemas.errors import EventDecodeError
 from schemas.events import Verdict
 from streams.pipeline import Pipeline
@@ -13,16 +13,8 @@ from streams.pipeline import Pipeline
 async def sink_verdicts(pipeline: Pipeline, event: Any) -> None:
     sink = pipeline.sink
     assert sink is not None, "sink agents run only with analytics enabled"
-    try:
-        verdict = decode_avro(Verdict, event.message.value)
-    except EventDecodeError as exc:
-        await pipeline.publisher.dead_letter(
-            event=event,
-            reason=exc.reason,
-            error_type=type(exc).__name__,
-            stage="sink_verdicts",
-            request_id=None,
-        )
+    verdict = await pipeline.decode_or_dead_letter(event, Verdict, "sink_verdicts")
+    if verdict is None:
         return
     # Returning means the row is durable; only then may the offset be committed.
     await sink.wait_written(await sink.add_verdict(verdict))

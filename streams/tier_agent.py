@@ -7,8 +7,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas.codec import decode_avro
-from schemas.errors import EventDecodeError
 from schemas.events import Attempt, RoutedRequest, Trigger
 from streams.adapters.base import Generation, ModelAdapter, ModelCall
 from streams.adapters.errors import ModelError
@@ -18,16 +16,8 @@ from streams.pipeline import Pipeline
 
 
 async def call_tier(pipeline: Pipeline, tier: TierConfig, event: Any) -> None:
-    try:
-        routed = decode_avro(RoutedRequest, event.message.value)
-    except EventDecodeError as exc:
-        await pipeline.publisher.dead_letter(
-            event=event,
-            reason=exc.reason,
-            error_type=type(exc).__name__,
-            stage=f"tier.{tier.name}",
-            request_id=None,
-        )
+    routed = await pipeline.decode_or_dead_letter(event, RoutedRequest, f"tier.{tier.name}")
+    if routed is None:
         return
     if routed.not_before is not None:
         # Retry backoff: wait here (holding one in-flight slot) rather than hot-loop.

@@ -49,3 +49,23 @@ async def test_malformed_and_wrong_schema_requests_are_dead_lettered(
     # ...and the worker keeps serving.
     response = await shared_pipeline.ask()
     assert response.status == "served"
+
+
+async def test_undecodable_internal_event_is_dead_lettered(
+    shared_pipeline: PipelineHarness,
+) -> None:
+    topics = shared_pipeline.client.topics
+    await shared_pipeline.client.producer.send_and_wait(
+        topics.tier("backup"), b"\x00garbage-not-avro", key=b"poison"
+    )
+    letters = await shared_pipeline.dead_letters(until=4)
+    poison = [
+        letter
+        for letter in letters
+        if base64.b64decode(letter["value_b64"]) == b"\x00garbage-not-avro"
+    ]
+    assert len(poison) == 1
+    assert poison[0]["stage"] == "tier.backup"
+    assert poison[0]["source_topic"] == topics.tier("backup")
+    assert "not a valid Avro RoutedRequest" in poison[0]["reason"]
+    assert (await shared_pipeline.ask({"primary": "error"})).served_by == "backup"
