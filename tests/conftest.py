@@ -92,7 +92,14 @@ def shared_pipeline_config(broker: EmbeddedBroker, tmp: Path) -> FallbackConfig:
                 "primary",
                 region="us",
                 price={"per_call_usd": 0.01},
-                accept={"max_latency_ms": 300, "min_confidence": 0.8, "safety": True},
+                accept={
+                    "max_latency_ms": 300,
+                    "min_confidence": 0.8,
+                    "safety": True,
+                    "quality": [
+                        {"check": "callable", "callable": "tests.pipeline_models:fact_check"}
+                    ],
+                },
                 retry={"max_retries": 1, "initial_backoff_ms": 20},
                 circuit=quiet_circuit,
             ),

@@ -1,7 +1,8 @@
 """Scripted models for end-to-end tests: each request says how each tier behaves.
 
 A request's input may carry {"script": {"<tier>": "<behaviour>"}}; behaviours:
-  ok | conf:<p> | error | sleep:<ms> | unsafe | empty | json:<text> | slow_first:<ms>
+  ok | conf:<p> | error | sleep:<ms> | unsafe | empty | json:<text> | hallucinate
+  | rate_limited:<retry-after s> | content_policy
 Anything not scripted answers "ok" with confidence 0.99.
 """
 
@@ -36,6 +37,8 @@ async def scripted(
         content = ""
     if kind == "json":
         content = arg
+    if kind == "hallucinate":
+        content = "The Eiffel Tower was moved to Rome in 1999. [made-up]"
     output: dict[str, Any] = {"content": content, "tier": tier}
     if kind == "empty":
         output = {"content": ""}  # an empty chat answer, nothing else
@@ -45,3 +48,11 @@ async def scripted(
         "tokens_in": 10,
         "tokens_out": 5,
     }
+
+
+def fact_check(output: Any, request_input: dict[str, Any]) -> tuple[float, list[str]]:
+    """A stand-in hallucination detector (the `callable` quality check's hook)."""
+    content = str(output.get("content", "")) if isinstance(output, dict) else str(output)
+    if "[made-up]" in content:
+        return 0.1, ["claim not supported by any source"]
+    return 1.0, []

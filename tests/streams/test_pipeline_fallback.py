@@ -164,3 +164,11 @@ async def test_deadline_cuts_the_call_short_and_answers_at_once(
     assert response.attempts[0].latency_ms < 900  # the 1000 ms timeout was shortened
     assert response.attempts[-1].trigger is Trigger.DEADLINE
     assert response.latency_ms < 2000
+
+
+async def test_hallucination_detector_rejects_the_answer(shared_pipeline: PipelineHarness) -> None:
+    response = await shared_pipeline.ask({"primary": "hallucinate"})
+    assert response.served_by == "backup"
+    first = response.attempts[0]
+    assert (first.trigger, first.fallback_type) == (Trigger.HALLUCINATION, FallbackType.QUALITY)
+    assert "score 0.1 < min_score 0.5: claim not supported by any source" in first.reasons[0]
