@@ -18,6 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from analytics.backend import ChdbBackend
 from streams.broker import EmbeddedBroker
 from tests.conftest import harness_for, pipeline_config, scripted_tier
 from tests.fakes.openai_server import FakeOpenAIServer, OpenAIFault
@@ -174,6 +175,7 @@ async def test_tokens_and_cost_come_from_usage(llm_pipeline: LLMPipeline) -> Non
 
 
 async def test_api_key_never_leaves_the_adapter(llm_pipeline: LLMPipeline) -> None:
+    """Runs last in this module: it ends by stopping the worker to read chDB."""
     llm_pipeline.primary.set_fault(OpenAIFault.UNAUTHORIZED)  # the 401 body quotes the key
     response, _ = await ask(llm_pipeline)
     assert response.served_by == "big"
@@ -197,3 +199,17 @@ async def test_api_key_never_leaves_the_adapter(llm_pipeline: LLMPipeline) -> No
     assert API_KEY not in log and API_KEY[-12:] not in log
     config_text = harness.worker.config_path.read_text()
     assert API_KEY not in config_text  # the config only names the variable
+
+    # Last: stop the worker (it holds chDB) and read every ClickHouse row as text.
+    harness.worker.stop()
+    analytics = harness.config.analytics
+    backend = ChdbBackend(analytics.chdb_path, analytics.database)
+    try:
+        rows = [
+            json.dumps(row, default=str)
+            for table in ("verdicts", "responses")
+            for row in backend.query(f"SELECT * FROM {analytics.database}.{table}")
+        ]
+    finally:
+        backend.close()
+    assert rows and not any(API_KEY in row or API_KEY[-12:] in row for row in rows)
