@@ -137,7 +137,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_request_timeout=max(kafka.session_timeout_s * 3, 30.0),
         broker_commit_interval=kafka.commit_interval_s,
-        producer_linger=0.002,  # 1 ms: -15 ms per request idle, but fewer req/s under load
+        producer_linger=0.002,  # short: ~45 ms idle round trips; load still fills batches
         web_enabled=True,
         web_bind=config.worker.web_host,
         web_host=config.worker.web_host,
