@@ -186,6 +186,12 @@ def _minute(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
+def _minute_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A per-minute view row with its minute parsed and its latency quantiles spread out."""
+    p50, p95, p99 = _quantiles(row.pop("latency"))
+    return {**row, "minute": _minute(row["minute"]), "p50_ms": p50, "p95_ms": p95, "p99_ms": p99}
+
+
 # ------------------------------------------------------------- per tier ----
 
 
@@ -441,15 +447,7 @@ def tier_minutes(
         ORDER BY minute, tier
         """
     )
-    series = []
-    for row in rows:
-        p50, p95, p99 = _quantiles(row.pop("latency"))
-        series.append(
-            TierMinute(
-                **{**row, "minute": _minute(row["minute"])}, p50_ms=p50, p95_ms=p95, p99_ms=p99
-            )
-        )
-    return series
+    return [TierMinute(**_minute_row(row)) for row in rows]
 
 
 def outcome_minutes(
@@ -472,15 +470,7 @@ def outcome_minutes(
         ORDER BY minute, status
         """
     )
-    series = []
-    for row in rows:
-        p50, p95, p99 = _quantiles(row.pop("latency"))
-        series.append(
-            OutcomeMinute(
-                **{**row, "minute": _minute(row["minute"])}, p50_ms=p50, p95_ms=p95, p99_ms=p99
-            )
-        )
-    return series
+    return [OutcomeMinute(**_minute_row(row)) for row in rows]
 
 
 def _minute_of(since: datetime | None) -> datetime | None:

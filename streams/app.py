@@ -36,8 +36,7 @@ from streams.quality import prepare_quality_checks
 from streams.router import route_one
 from streams.safety import SafetyScorer
 from streams.sink_agent import sink_responses, sink_verdicts
-from streams.spend_ledger import TenantSpendLedger
-from streams.spend_table import build_spend_table, count_spend
+from streams.spend_table import TenantSpendLedger, build_spend_table, count_spend
 from streams.tier_agent import call_tier
 from streams.web import register_pages
 from topics.catalog import TopicCatalog, topic_catalog

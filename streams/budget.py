@@ -38,6 +38,7 @@ __all__ = [
 _CHARS_PER_TOKEN = 4
 # Float subtraction must not make an exact fit look over budget (0.3 - 0.1 < 0.2).
 _USD_TOLERANCE = 1e-9
+DEFAULT_WINDOW_S = 3600.0
 _OUTPUT_TOKEN_PARAMS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
@@ -47,9 +48,11 @@ def window_start(now_s: float, window_s: float) -> float:
     return math.floor(now_s / window_s) * window_s
 
 
-def spend_key(tenant: str, now_s: float, budget: TenantBudgetConfig) -> str:
-    """Table key of a tenant's spend in the window holding `now_s`: `tenant@start`."""
-    return f"{tenant}@{int(window_start(now_s, budget.window_s))}"
+def spend_key(tenant: str, now_s: float, budget: TenantBudgetConfig | None) -> str:
+    """Key of a tenant's spend in the window holding `now_s`: `tenant@start`.  Tenants
+    without a budget are still counted, in hourly windows, for the metrics."""
+    window_s = budget.window_s if budget is not None else DEFAULT_WINDOW_S
+    return f"{tenant}@{int(window_start(now_s, window_s))}"
 
 
 def budget_exhausted(spent_usd: float, budget: TenantBudgetConfig) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -72,19 +72,6 @@ class FallbackClient:
 
     async def send_raw(self, value: bytes, key: bytes | None = None) -> None:
         await self.producer.send_and_wait(self.topics.requests, value, key=key)
-
-    async def send_many(self, requests: Iterable[Request]) -> int:
-        pending = []
-        for request in requests:
-            pending.append(
-                await self.producer.send(
-                    self.topics.requests,
-                    request.model_dump_json().encode(),
-                    key=request.request_id.encode(),
-                )
-            )
-        await asyncio.gather(*pending)
-        return len(pending)
 
     async def responses(self, timeout_s: float) -> AsyncIterator[Response]:
         """Yield new responses (first one per request_id only) until `timeout_s` of silence."""

@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 from schemas.events import (
     UNAVAILABLE_MESSAGE,
     Attempt,
-    AttemptSummary,
     Request,
     Response,
     RoutedRequest,
@@ -438,7 +437,3 @@ def invalid_response(request_id: str, reason: str, now: datetime) -> Response:
         message=f"Invalid request: {reason}",
         completed_at=now,
     )
-
-
-def summaries(verdicts: list[Verdict]) -> list[AttemptSummary]:
-    return [v.summary() for v in verdicts]

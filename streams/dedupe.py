@@ -24,9 +24,6 @@ class RecentKeys:
             self._seen.popitem(last=False)
         return False
 
-    def forget(self, key: Hashable) -> None:
-        self._seen.pop(key, None)
-
     def _expire(self, now_s: float) -> None:
         horizon = now_s - self.ttl_s
         while self._seen:
@@ -34,6 +31,3 @@ class RecentKeys:
             if at >= horizon:
                 break
             self._seen.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._seen)

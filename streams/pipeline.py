@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from analytics.sink import ClickHouseSink, open_sink
-from schemas.codec import decode_avro, encode_avro
+from schemas.codec import decode_avro
 from schemas.errors import EventDecodeError
 from schemas.events import Spend
 from streams.adapters.base import ModelAdapter
@@ -22,8 +21,7 @@ from streams.decision import DecisionContext, Outcome
 from streams.dedupe import RecentKeys
 from streams.publisher import Publisher
 from streams.safety import SafetyScorer
-from streams.spend_ledger import TenantSpendLedger
-from streams.spend_table import table_spend
+from streams.spend_table import TenantSpendLedger, table_spend
 from topics.catalog import TopicCatalog
 
 E = TypeVar("E", bound=BaseModel)
@@ -106,18 +104,16 @@ class Pipeline:
         )
 
     async def publish_outcome(self, outcome: Outcome) -> None:
-        """Verdicts, then the forward or the final response; all in the producer on return."""
-        sends: list[Any] = [
-            self.publisher.enqueue(self.topics.verdicts, v.request_id, encode_avro(v))
-            for v in outcome.verdicts
-        ]
+        """Verdicts, then the forward or the final response; all in the producer on return.
+
+        Awaited one by one: each call only appends to the producer's batch, so
+        gathering them would add a task per record on the hot path for nothing.
+        """
+        for verdict in outcome.verdicts:
+            await self.publisher.enqueue_avro(self.topics.verdicts, verdict.request_id, verdict)
         if outcome.forward is not None:
             forward = outcome.forward
-            sends.append(
-                self.publisher.enqueue(
-                    self.topics.tier(forward.tier), forward.request.request_id, encode_avro(forward)
-                )
-            )
+            topic = self.topics.tier(forward.tier)
+            await self.publisher.enqueue_avro(topic, forward.request.request_id, forward)
         if outcome.response is not None:
-            sends.append(self.publisher.respond(outcome.response))
-        await asyncio.gather(*sends)
+            await self.publisher.respond(outcome.response)

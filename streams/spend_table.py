@@ -4,8 +4,8 @@ Evaluators publish one `Spend` per charged attempt (rejected ones included) to
 `<prefix>spend`, keyed by tenant.  The `count_spend` agent adds it to the
 table under `tenant@window_start`; the table's changelog is read by every
 worker, so each sees every tenant's total.  Totals lag by a hop or two, so a
-worker also counts its own charges at once (`TenantSpendLedger`) and budget
-checks use the larger of the two.
+worker also counts its own charges at once (`TenantSpendLedger`, keyed the
+same way) and budget checks use the larger of the two.
 
 Faust's GlobalTable needs one changelog partition (and a recovery buffer of
 1) to recover reliably with several workers; the spend topic has one
@@ -15,6 +15,7 @@ partition to match, which is plenty: only charged attempts pass through it.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from typing import Any
 
 import faust
@@ -22,18 +23,34 @@ import faust
 from schemas.codec import decode_avro
 from schemas.errors import EventDecodeError
 from schemas.events import Spend
-from streams.budget import window_start
+from streams.budget import spend_key
 from streams.config import BudgetsConfig
 from streams.dedupe import RecentKeys
 from topics.catalog import SPEND_TABLE
 
-DEFAULT_WINDOW_S = 3600.0
-
 
 def spend_window_key(tenant: str, at_s: float, budgets: BudgetsConfig) -> str:
-    budget = budgets.for_tenant(tenant)
-    window_s = budget.window_s if budget is not None else DEFAULT_WINDOW_S
-    return f"{tenant}@{int(window_start(at_s, window_s))}"
+    return spend_key(tenant, at_s, budgets.for_tenant(tenant))
+
+
+class TenantSpendLedger:
+    """This worker's own charges, counted the moment they happen (the table lags)."""
+
+    def __init__(self, budgets: BudgetsConfig) -> None:
+        self.budgets = budgets
+        self._spent: dict[str, float] = defaultdict(float)
+
+    def add(self, tenant: str, usd: float, at_s: float) -> None:
+        if usd > 0:
+            self._spent[spend_window_key(tenant, at_s, self.budgets)] += usd
+
+    def spent(self, tenant: str, now_s: float) -> float:
+        return self._spent.get(spend_window_key(tenant, now_s, self.budgets), 0.0)
+
+    def snapshot(self, now_s: float) -> dict[str, float]:
+        """tenant -> USD in each tenant's current window."""
+        tenants = {key.rpartition("@")[0] for key in self._spent}
+        return {tenant: self.spent(tenant, now_s) for tenant in tenants}
 
 
 def build_spend_table(app: faust.App) -> Any:

@@ -28,8 +28,8 @@ from streams.adapters.errors import (
     ModelTimeout,
     StreamTruncated,
 )
+from streams.adapters.http_client import upstream_client
 from streams.adapters.http_errors import (
-    Redactor,
     error_from_status,
     error_from_transport,
     read_error_body,
@@ -76,25 +76,13 @@ class OpenInferenceAdapter:
         self.tier = tier
         self.model_name = config.model_name
         self._where = f"tier {tier.name} ({config.model_name})"
-        api_key = config.api_key()
-        secret = api_key.get_secret_value() if api_key is not None else None
-        self._redact = Redactor([secret])
-        headers = {**config.headers}
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
+        self._client, self._redact = upstream_client(
+            config.base_url, config.headers, config.api_key(), tier.max_in_flight
+        )
         path = f"v2/models/{quote(config.model_name, safe='')}"
         if config.model_version is not None:
             path += f"/versions/{quote(config.model_version, safe='')}"
         self._infer_path = path + "/infer"
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/",
-            headers=headers,
-            timeout=httpx.Timeout(None),  # the call's total limit bounds every wait
-            limits=httpx.Limits(
-                max_connections=tier.max_in_flight,
-                max_keepalive_connections=tier.max_in_flight,
-            ),
-        )
 
     def __repr__(self) -> str:
         return (

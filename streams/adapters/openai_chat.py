@@ -32,9 +32,9 @@ from streams.adapters.errors import (
     ModelTimeout,
     StreamTruncated,
 )
+from streams.adapters.http_client import upstream_client
 from streams.adapters.http_errors import (
     ProviderError,
-    Redactor,
     error_from_provider,
     error_from_status,
     error_from_transport,
@@ -140,21 +140,8 @@ class OpenAIChatAdapter:
         self.tier = tier
         self.model_name = config.model
         self._where = f"tier {tier.name} ({config.model})"
-        api_key = config.api_key()
-        secret = api_key.get_secret_value() if api_key is not None else None
-        self._redact = Redactor([secret])
-        headers = {**config.headers}
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
-        self._client = httpx.AsyncClient(
-            base_url=config.base_url.rstrip("/") + "/",
-            headers=headers,
-            # Our own deadlines (first token, stall, total) bound every wait.
-            timeout=httpx.Timeout(None),
-            limits=httpx.Limits(
-                max_connections=tier.max_in_flight,
-                max_keepalive_connections=tier.max_in_flight,
-            ),
+        self._client, self._redact = upstream_client(
+            config.base_url, config.headers, config.api_key(), tier.max_in_flight
         )
 
     def __repr__(self) -> str:
