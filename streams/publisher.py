@@ -7,7 +7,8 @@ Two ways to send:
   flushes the producer before every offset commit, and refuses to commit
   (crashing the worker instead) if any enqueued record failed delivery:
   `streams/kafka_tuning.py` installs that guard, fed by `delivery_problem`.
-  Not parking a task per record until its broker ack doubled throughput.
+  Not parking a task per record until its broker ack doubled throughput in a
+  prototype (about 280 to 530 req/s in the steady phase).
 - `publish` waits for the broker's ack (dead letters, one-off sends).
 
 Transient send failures are retried here with backoff (one loop, one place).
