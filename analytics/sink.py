@@ -170,14 +170,19 @@ class ClickHouseSink:
 
     async def wait_written(self, receipt: RowReceipt) -> None:
         """Return once the row (and every row added before it to its table) is written."""
+        await self.when_written(receipt)
+
+    def when_written(self, receipt: RowReceipt) -> asyncio.Future[None]:
+        """A future that resolves once the row is written (or fails with the sink)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         buffer = self._tables[receipt.table]
         if buffer.written >= receipt.sequence:
-            return
-        if self._failure is not None:
-            raise self._failure
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(buffer.waiters, (receipt.sequence, next(self._waiter_ids), future))
-        await future
+            future.set_result(None)
+        elif self._failure is not None:
+            future.set_exception(self._failure)
+        else:
+            heapq.heappush(buffer.waiters, (receipt.sequence, next(self._waiter_ids), future))
+        return future
 
     async def flush(self) -> None:
         """Write every row added so far, now, and return when all of it is durable."""

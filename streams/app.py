@@ -7,6 +7,10 @@ Topology (each arrow is a topic, keyed by request_id):
                                                                   ├─▶ tier.<B> (fallback / retry)
                                                                   └─▶ responses ─▶ callers, sink
 
+Every stage above is run by `StageConsumer` (batches through one consumer;
+streams/stage_consumer.py says why); Faust runs the worker around it and the
+spend agent (`spend` topic → tenant spend GlobalTable).
+
 Nothing else in the project constructs Kafka clients for the worker.
 """
 
@@ -15,6 +19,7 @@ from __future__ import annotations
 import logging
 import ssl
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +30,11 @@ from analytics.errors import AnalyticsError
 from schemas.codec import register_faust_codecs
 from streams.adapters.registry import build_adapter
 from streams.circuit import CircuitBreaker
-from streams.config import FallbackConfig, KafkaConfig, TierConfig
+from streams.config import FallbackConfig, KafkaConfig
+from streams.consumed_record import ConsumedRecord
 from streams.dedupe import RecentKeys
 from streams.evaluator import evaluate_one
-from streams.inflight import process_in_window
-from streams.kafka_tuning import guard_commits, set_fetch_max_wait_ms
+from streams.kafka_tuning import set_fetch_max_wait_ms
 from streams.pipeline import Pipeline
 from streams.publisher import Publisher, PublishError
 from streams.quality import prepare_quality_checks
@@ -37,6 +42,7 @@ from streams.router import route_one
 from streams.safety import SafetyScorer
 from streams.sink_agent import sink_responses, sink_verdicts
 from streams.spend_table import TenantSpendLedger, build_spend_table, count_spend
+from streams.stage_consumer import Stage, StageConsumer
 from streams.tier_agent import call_tier
 from streams.web import register_pages
 from topics.catalog import TopicCatalog, topic_catalog
@@ -48,15 +54,23 @@ ROUTING_WINDOW = 500
 
 
 class PipelineFaustApp(faust.App):
-    """Faust app that opens the pipeline's resources before its agents start
-    and closes them after they stopped (so the sink's last batch is written)."""
+    """Faust app that opens the pipeline's resources first, starts the stage
+    consumer once everything else runs (producer up, spend table recovered),
+    and closes the resources last (so the sink's last batch is written)."""
 
     pipeline: Pipeline | None = None
+    stage_consumer: StageConsumer | None = None
 
     async def on_start(self) -> None:
         await super().on_start()
         if self.pipeline is not None:
             await self.pipeline.open()
+
+    async def on_started(self) -> None:
+        await super().on_started()
+        if self.stage_consumer is not None and not self.should_stop:
+            # Added last, so stopped first: its final commit still has the producer.
+            await self.add_runtime_dependency(self.stage_consumer)
 
     async def on_shutdown(self) -> None:
         if self.pipeline is not None:
@@ -66,7 +80,7 @@ class PipelineFaustApp(faust.App):
 
 @dataclass
 class FallbackApp:
-    app: faust.App
+    app: PipelineFaustApp
     pipeline: Pipeline
     topics: TopicCatalog
 
@@ -163,22 +177,15 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     )
 
     app.pipeline = pipeline
-    guard_commits(pipeline.publisher.delivery_problem)
     pipeline.spend_table = build_spend_table(app)
 
-    def raw_topic(name: str) -> Any:
-        return app.topic(
-            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )
-
-    async def on_error(event: Any, exc: Exception, stage: str) -> bool:
+    async def on_error(record: ConsumedRecord, exc: Exception, stage: str) -> bool:
         if isinstance(exc, PublishError | AnalyticsError):
-            # Outputs could not be delivered/written: leave the event un-acked so
-            # a restart replays it, rather than dead-letter a good event.
-            pipeline.metrics.stalled += 1
+            # Outputs could not be delivered/written: leave the record un-finished
+            # so a restart replays it, rather than dead-letter a good event.
             return False
         await pipeline.publisher.dead_letter(
-            event=event,
+            record=record,
             reason=f"internal error: {type(exc).__name__}: {exc}",
             error_type=type(exc).__name__,
             stage=stage,
@@ -186,50 +193,79 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         )
         return True
 
-    def add_agent(name: str, topic: str, handle: Any, window: int) -> None:
-        async def agent(stream: StreamT) -> None:
-            async def stage_error(event: Any, exc: Exception) -> bool:
-                return await on_error(event, exc, name)
-
-            await process_in_window(stream, handle, stage_error, window, name)
-
-        agent.__name__ = agent.__qualname__ = name.replace(".", "_").replace("-", "_")
-        app.agent(raw_topic(topic), name=name)(agent)
-
-    add_agent("route_requests", catalog.requests, lambda e: route_one(pipeline, e), ROUTING_WINDOW)
+    stages = pipeline_stages(pipeline, catalog)
+    app.stage_consumer = StageConsumer(
+        stages=stages,
+        consumer_options={
+            **kafka_client_options(kafka),
+            "group_id": stage_group_id(config),
+            "client_id": f"{config.worker.app_id}-stages",
+            "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
+            "session_timeout_ms": int(kafka.session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(kafka.heartbeat_interval_s * 1000),
+            "rebalance_timeout_ms": int(kafka.rebalance_timeout_s * 1000),
+            "max_poll_interval_ms": max(int(kafka.rebalance_timeout_s * 1000), 300_000),
+        },
+        producer=app.producer,
+        delivery_problem=pipeline.publisher.delivery_problem,
+        on_error=on_error,
+        commit_interval_s=kafka.commit_interval_s,
+    )
 
     async def spend_agent(stream: StreamT) -> None:
-        async def dead_letter(event: Any, exc: Exception) -> None:
-            await on_error(event, exc, "count_spend")
+        async def dead_letter(record: ConsumedRecord, exc: Exception) -> None:
+            await on_error(record, exc, "count_spend")
 
         seen = RecentKeys(config.worker.dedupe_window_s)
         await count_spend(pipeline.spend_table, config.budgets, stream, dead_letter, seen)
 
-    app.agent(raw_topic(catalog.spend), name="count_spend")(spend_agent)
-    for tier in config.tiers:
-        add_tier_agents(add_agent, pipeline, tier, catalog)
-    if config.analytics.enabled:
-        window = max(config.analytics.batch_max_rows * 2, 1000)
-        add_agent("sink_verdicts", catalog.verdicts, lambda e: sink_verdicts(pipeline, e), window)
-        add_agent(
-            "sink_responses", catalog.responses, lambda e: sink_responses(pipeline, e), window
-        )
-    register_pages(app, pipeline)
+    spend_topic = app.topic(
+        catalog.spend,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    app.agent(spend_topic, name="count_spend")(spend_agent)
+    register_pages(app, pipeline, app.stage_consumer)
     return FallbackApp(app=app, pipeline=pipeline, topics=catalog)
 
 
-def add_tier_agents(
-    add_agent: Any, pipeline: Pipeline, tier: TierConfig, catalog: TopicCatalog
-) -> None:
-    add_agent(
-        f"call_{tier.name}",
-        catalog.tier(tier.name),
-        lambda e: call_tier(pipeline, tier, e),
-        tier.max_in_flight,
-    )
-    add_agent(
-        f"evaluate_{tier.name}",
-        catalog.attempts(tier.name),
-        lambda e: evaluate_one(pipeline, tier, e),
-        ROUTING_WINDOW,
-    )
+def stage_group_id(config: FallbackConfig) -> str:
+    """The stage consumer's group (Faust's own group, `app_id`, reads the spend topic)."""
+    return f"{config.worker.app_id}-pipeline"
+
+
+def pipeline_stages(pipeline: Pipeline, catalog: TopicCatalog) -> list[Stage]:
+    config = pipeline.config
+    stages = [
+        Stage("route_requests", catalog.requests, partial(route_one, pipeline), ROUTING_WINDOW)
+    ]
+    for tier in config.tiers:
+        stages.append(
+            Stage(
+                f"call_{tier.name}",
+                catalog.tier(tier.name),
+                partial(call_tier, pipeline, tier),
+                tier.max_in_flight,
+                concurrent=True,
+            )
+        )
+        stages.append(
+            Stage(
+                f"evaluate_{tier.name}",
+                catalog.attempts(tier.name),
+                partial(evaluate_one, pipeline, tier),
+                ROUTING_WINDOW,
+            )
+        )
+    if config.analytics.enabled:
+        # Rows wait for a batch write; let a few batches' worth be outstanding.
+        window = max(config.analytics.batch_max_rows * 2, 1000)
+        stages.append(
+            Stage("sink_verdicts", catalog.verdicts, partial(sink_verdicts, pipeline), window)
+        )
+        stages.append(
+            Stage("sink_responses", catalog.responses, partial(sink_responses, pipeline), window)
+        )
+    return stages

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from schemas.events import Attempt, Spend
 from streams.config import TierConfig
+from streams.consumed_record import ConsumedRecord
 from streams.decision import evaluate_attempt
 from streams.pipeline import Pipeline
 
 
-async def evaluate_one(pipeline: Pipeline, tier: TierConfig, event: Any) -> None:
-    attempt = await pipeline.decode_or_dead_letter(event, Attempt, f"evaluator.{tier.name}")
+async def evaluate_one(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord) -> None:
+    attempt = await pipeline.decode_or_dead_letter(record, Attempt, f"evaluator.{tier.name}")
     if attempt is None:
         return
     key = (attempt.routed.request.request_id, attempt.routed.attempt)

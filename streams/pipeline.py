@@ -17,6 +17,7 @@ from schemas.events import Spend
 from streams.adapters.base import ModelAdapter
 from streams.circuit import CircuitBreaker
 from streams.config import FallbackConfig
+from streams.consumed_record import ConsumedRecord
 from streams.decision import DecisionContext, Outcome
 from streams.dedupe import RecentKeys
 from streams.publisher import Publisher
@@ -34,7 +35,6 @@ class PipelineMetrics:
     duplicates: int = 0
     sunk_verdicts: int = 0
     sunk_responses: int = 0
-    stalled: int = 0
 
 
 @dataclass
@@ -68,13 +68,15 @@ class Pipeline:
         if self.sink is not None:
             await self.sink.close()
 
-    async def decode_or_dead_letter(self, event: Any, model: type[E], stage: str) -> E | None:
+    async def decode_or_dead_letter(
+        self, record: ConsumedRecord, model: type[E], stage: str
+    ) -> E | None:
         """An internal (Avro) event, or None after dead-lettering it with the reason."""
         try:
-            return decode_avro(model, event.message.value)
+            return decode_avro(model, record.value)
         except EventDecodeError as exc:
             await self.publisher.dead_letter(
-                event=event,
+                record=record,
                 reason=exc.reason,
                 error_type=type(exc).__name__,
                 stage=stage,

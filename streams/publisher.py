@@ -2,11 +2,11 @@
 
 Two ways to send:
 
-- `enqueue` hands the record to the producer's batch and returns; the agent
-  may then ack its input.  At-least-once still holds because the consumer
-  flushes the producer before every offset commit, and refuses to commit
-  (crashing the worker instead) if any enqueued record failed delivery:
-  `streams/kafka_tuning.py` installs that guard, fed by `delivery_problem`.
+- `enqueue` hands the record to the producer's batch and returns; the stage
+  may then count its input finished.  At-least-once still holds because the
+  stage consumer flushes the producer before every offset commit, and refuses
+  to commit (crashing the worker instead) if any enqueued record failed
+  delivery (`delivery_problem`, see streams/stage_consumer.py).
   Not parking a task per record until its broker ack doubled throughput in a
   prototype (about 280 to 530 req/s in the steady phase).
 - `publish` waits for the broker's ack (dead letters, one-off sends).
@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from schemas.codec import encode_avro, encode_json
 from schemas.errors import FallbackError
 from schemas.events import DeadLetter, Response
+from streams.consumed_record import ConsumedRecord
 from topics.catalog import TopicCatalog
 
 log = logging.getLogger(__name__)
@@ -101,22 +102,19 @@ class Publisher:
     async def dead_letter(
         self,
         *,
-        event: Any,
+        record: ConsumedRecord,
         reason: str,
         error_type: str,
         stage: str,
         request_id: str | None,
     ) -> None:
-        """Send the raw event with where it came from and why it failed."""
-        message = event.message
-        raw_value = message.value if isinstance(message.value, bytes) else b""
-        raw_key = message.key if isinstance(message.key, bytes) else None
+        """Send the raw record with where it came from and why it failed."""
         letter = DeadLetter(
-            source_topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key_b64=base64.b64encode(raw_key).decode() if raw_key is not None else None,
-            value_b64=base64.b64encode(raw_value).decode(),
+            source_topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key_b64=base64.b64encode(record.key).decode() if record.key is not None else None,
+            value_b64=base64.b64encode(record.value).decode(),
             reason=reason,
             error_type=error_type,
             stage=stage,
@@ -124,12 +122,12 @@ class Publisher:
         )
         log.warning(
             "dead-lettered %s[%d]@%d at %s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
+            record.topic,
+            record.partition,
+            record.offset,
             stage,
             reason,
         )
         await self.publish(
-            self.topics.dlq, request_id or f"{message.topic}-{message.offset}", encode_json(letter)
+            self.topics.dlq, request_id or f"{record.topic}-{record.offset}", encode_json(letter)
         )

@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from schemas.codec import decode_request
 from schemas.errors import EventDecodeError
+from streams.consumed_record import ConsumedRecord
 from streams.decision import invalid_response, route_request
 from streams.pipeline import Pipeline
 
 
-async def route_one(pipeline: Pipeline, event: Any) -> None:
+async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
     now = datetime.now(UTC)
-    payload = event.message.value
     try:
-        request = decode_request(
-            payload if isinstance(payload, bytes) else b"", pipeline.config.worker.max_request_bytes
-        )
+        request = decode_request(record.value, pipeline.config.worker.max_request_bytes)
     except EventDecodeError as exc:
         await pipeline.publisher.dead_letter(
-            event=event,
+            record=record,
             reason=exc.reason,
             error_type=type(exc).__name__,
             stage="router",

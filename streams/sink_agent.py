@@ -1,39 +1,43 @@
-"""The sink agents: verdicts and responses into ClickHouse, acked once written."""
+"""The sink stages: verdicts and responses into ClickHouse, committable once written.
+
+Each handler adds the row and returns a future that resolves when the row is
+durable; the stage consumer only then lets the offset be committed.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 from schemas.codec import decode_response
 from schemas.errors import EventDecodeError
 from schemas.events import Verdict
+from streams.consumed_record import ConsumedRecord
 from streams.pipeline import Pipeline
 
 
-async def sink_verdicts(pipeline: Pipeline, event: Any) -> None:
+async def sink_verdicts(pipeline: Pipeline, record: ConsumedRecord) -> asyncio.Future[None] | None:
     sink = pipeline.sink
-    assert sink is not None, "sink agents run only with analytics enabled"
-    verdict = await pipeline.decode_or_dead_letter(event, Verdict, "sink_verdicts")
+    assert sink is not None, "sink stages run only with analytics enabled"
+    verdict = await pipeline.decode_or_dead_letter(record, Verdict, "sink_verdicts")
     if verdict is None:
-        return
-    # Returning means the row is durable; only then may the offset be committed.
-    await sink.wait_written(await sink.add_verdict(verdict))
+        return None
     pipeline.metrics.sunk_verdicts += 1
+    return sink.when_written(await sink.add_verdict(verdict))
 
 
-async def sink_responses(pipeline: Pipeline, event: Any) -> None:
+async def sink_responses(pipeline: Pipeline, record: ConsumedRecord) -> asyncio.Future[None] | None:
     sink = pipeline.sink
-    assert sink is not None, "sink agents run only with analytics enabled"
+    assert sink is not None, "sink stages run only with analytics enabled"
     try:
-        response = decode_response(event.message.value, pipeline.config.worker.response_format)
+        response = decode_response(record.value, pipeline.config.worker.response_format)
     except EventDecodeError as exc:
         await pipeline.publisher.dead_letter(
-            event=event,
+            record=record,
             reason=exc.reason,
             error_type=type(exc).__name__,
             stage="sink_responses",
             request_id=None,
         )
-        return
-    await sink.wait_written(await sink.add_response(response))
+        return None
     pipeline.metrics.sunk_responses += 1
+    return sink.when_written(await sink.add_response(response))

@@ -25,6 +25,7 @@ from schemas.errors import EventDecodeError
 from schemas.events import Spend
 from streams.budget import spend_key
 from streams.config import BudgetsConfig
+from streams.consumed_record import ConsumedRecord
 from streams.dedupe import RecentKeys
 from topics.catalog import SPEND_TABLE
 
@@ -69,10 +70,14 @@ async def count_spend(
 ) -> None:
     """Agent body: add each charged attempt to its tenant's window total, once."""
     async for event in stream.events():
+        message = event.message
         try:
-            spend = decode_avro(Spend, event.message.value)
+            spend = decode_avro(Spend, message.value)
         except EventDecodeError as exc:
-            await dead_letter(event, exc)
+            record = ConsumedRecord(
+                message.topic, message.partition, message.offset, message.key, message.value or b""
+            )
+            await dead_letter(record, exc)
             continue
         if seen.seen_before((spend.request_id, spend.attempt), time.monotonic()):
             continue  # a redelivered spend event must not be charged twice

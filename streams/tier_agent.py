@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 from schemas.events import Attempt, RoutedRequest, Trigger
 from streams.adapters.base import Generation, ModelAdapter, ModelCall
 from streams.adapters.errors import ModelError
 from streams.config import TierConfig
+from streams.consumed_record import ConsumedRecord
 from streams.decision import remaining_ms
 from streams.pipeline import Pipeline
 
 
-async def call_tier(pipeline: Pipeline, tier: TierConfig, event: Any) -> None:
-    routed = await pipeline.decode_or_dead_letter(event, RoutedRequest, f"tier.{tier.name}")
+async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord) -> None:
+    routed = await pipeline.decode_or_dead_letter(record, RoutedRequest, f"tier.{tier.name}")
     if routed is None:
         return
     if routed.not_before is not None:

@@ -4,7 +4,7 @@ A chDB directory can be opened by one process only, and the worker holds it,
 so `fallback report` asks the running worker for the report over HTTP instead
 of opening the database itself.
 
-    GET /health/    readiness: partitions assigned, in-flight counts
+    GET /health/    readiness: partitions assigned, records in flight per stage
     GET /circuits/  each tier's circuit state
     GET /metrics/   counters
     GET /report/?since_minutes=N   the analytics report (JSON)
@@ -20,24 +20,32 @@ from faust.web import Request, Response, View
 
 from analytics.report import build_report
 from streams.pipeline import Pipeline
+from streams.stage_consumer import StageConsumer
 
 
 def circuit_states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     return {name: breaker.snapshot().as_dict() for name, breaker in pipeline.circuits.items()}
 
 
-def register_pages(app: faust.App, pipeline: Pipeline) -> None:
+def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) -> None:
     @app.page("/health/")
     async def health(web: View, request: Request) -> Response:
-        assignment = app.consumer.assignment() if app.consumer else set()
-        ready = bool(assignment) and not app.rebalancing
+        # Ready = both consumers hold partitions: Faust's (spend topic) and the stages'.
+        spend_assignment = app.consumer.assignment() if app.consumer else set()
+        stage_assignment = stages.assignment()
+        ready = (
+            bool(spend_assignment and stage_assignment)
+            and not app.rebalancing
+            and not stages.rebalancing
+        )
         body = {
             "ready": ready,
-            "assigned_partitions": len(assignment),
-            "stalled_events": pipeline.metrics.stalled,
+            "assigned_partitions": len(spend_assignment) + len(stage_assignment),
+            "stalled_events": stages.stalled,
+            "in_flight": stages.in_flight(),
             "app_id": pipeline.config.worker.app_id,
         }
-        return web.json(body, status=200 if ready and not pipeline.metrics.stalled else 503)
+        return web.json(body, status=200 if ready and not stages.stalled else 503)
 
     @app.page("/circuits/")
     async def circuits(web: View, request: Request) -> Response:
@@ -48,6 +56,8 @@ def register_pages(app: faust.App, pipeline: Pipeline) -> None:
         return web.json(
             {
                 **vars(pipeline.metrics),
+                "stalled": stages.stalled,
+                "in_flight": stages.in_flight(),
                 "circuits": circuit_states(pipeline),
                 "tenant_spend_usd": pipeline.spend.snapshot(datetime.now(UTC).timestamp()),
                 "tenant_spend_table": dict(pipeline.spend_table.items())

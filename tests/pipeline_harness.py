@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import decode_response
 from schemas.events import Request, Response
-from streams.app import kafka_client_options
+from streams.app import kafka_client_options, stage_group_id
 from streams.client import FallbackClient
 from streams.config import FallbackConfig
 from streams.worker_process import WorkerProcess
@@ -125,7 +125,7 @@ class PipelineHarness:
         """The worker group's committed offsets (read without joining the group)."""
         consumer = AIOKafkaConsumer(
             **kafka_client_options(self.config.kafka),
-            group_id=self.config.worker.app_id,
+            group_id=stage_group_id(self.config),
             enable_auto_commit=False,
         )
         await consumer.start()

@@ -3,8 +3,8 @@
 Faust 0.15.3's `Consumer._new_offset` commits past a gap in the acked offsets
 when the partition's committed offset is still unknown (or one below the gap).
 With many model calls in flight, a slow first call and fast later ones produce
-exactly that gap; a crash then loses the slow request.  `OffsetOrderedAcks`
-hands Faust acks in offset order only.
+exactly that gap; a crash then loses the slow request.  The stage consumer
+commits through `OffsetTracker`, which only moves past a finished head.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from streams.broker import EmbeddedBroker
-from streams.inflight import OffsetOrderedAcks
+from streams.inflight import OffsetTracker
 from tests.conftest import harness_for, pipeline_config, scripted_tier
 
 
@@ -27,17 +26,6 @@ from tests.conftest import harness_for, pipeline_config, scripted_tier
 class FakeTP:
     topic: str
     partition: int
-
-
-@dataclass
-class FakeMessage:
-    tp: FakeTP
-    offset: int
-
-
-@dataclass
-class FakeEvent:
-    message: FakeMessage
 
 
 def test_faust_new_offset_still_skips_a_gap_at_the_head() -> None:
@@ -56,35 +44,45 @@ def test_faust_new_offset_still_skips_a_gap_at_the_head() -> None:
     assert Consumer._new_offset(state, tp) == 4  # type: ignore[arg-type]  # past offset 0: the loss
 
 
-async def test_acks_are_released_in_offset_order_only() -> None:
-    acked: list[int] = []
-
-    async def ack(event: Any) -> None:
-        acked.append(event.message.offset)
-
-    acks = OffsetOrderedAcks(ack=ack)
+def test_offsets_become_committable_in_offset_order_only() -> None:
+    tracker = OffsetTracker()
     tp = FakeTP("t", 0)
-    entries = [acks.track(FakeEvent(FakeMessage(tp, offset))) for offset in range(5)]  # type: ignore[arg-type]
+    entries = [tracker.track(tp, offset) for offset in range(5)]
     for entry in entries[1:]:
-        assert await acks.finish(entry) == 0  # finished, but offset 0 is not
-    assert acked == [] and acks.oldest_unfinished_offset(tp) == 0
-    assert await acks.finish(entries[0]) == 5
-    assert acked == [0, 1, 2, 3, 4] and acks.in_flight() == 0
+        assert tracker.finish(entry) == 0  # finished, but offset 0 is not
+    assert tracker.to_commit() == {} and tracker.oldest_unfinished_offset(tp) == 0
+    assert tracker.finish(entries[0]) == 5
+    assert tracker.to_commit() == {tp: 5} and tracker.in_flight() == 0
 
 
-async def test_partitions_are_independent() -> None:
-    acked: list[tuple[int, int]] = []
+def test_partitions_are_independent() -> None:
+    tracker = OffsetTracker()
+    slow = tracker.track(FakeTP("t", 0), 0)
+    fast = tracker.track(FakeTP("t", 1), 0)
+    tracker.finish(fast)
+    assert tracker.to_commit() == {FakeTP("t", 1): 1}
+    tracker.finish(slow)
+    assert tracker.to_commit() == {FakeTP("t", 0): 1, FakeTP("t", 1): 1}
 
-    async def ack(event: Any) -> None:
-        acked.append((event.message.tp.partition, event.message.offset))
 
-    acks = OffsetOrderedAcks(ack=ack)
-    slow = acks.track(FakeEvent(FakeMessage(FakeTP("t", 0), 0)))  # type: ignore[arg-type]
-    fast = acks.track(FakeEvent(FakeMessage(FakeTP("t", 1), 0)))  # type: ignore[arg-type]
-    await acks.finish(fast)
-    assert acked == [(1, 0)]
-    await acks.finish(slow)
-    assert acked == [(1, 0), (0, 0)]
+def test_only_moved_offsets_are_committed_again() -> None:
+    tracker = OffsetTracker()
+    tp = FakeTP("t", 0)
+    tracker.finish(tracker.track(tp, 7))
+    tracker.mark_committed(tracker.to_commit())
+    assert tracker.to_commit() == {}
+    tracker.finish(tracker.track(tp, 8))
+    assert tracker.to_commit() == {tp: 9}
+
+
+def test_a_revoked_partition_late_finisher_commits_nothing() -> None:
+    tracker = OffsetTracker()
+    tp = FakeTP("t", 0)
+    running = tracker.track(tp, 3)
+    tracker.forget([tp])
+    tracker.track(tp, 10)  # reassigned later, from the committed offset
+    assert tracker.finish(running) == 0
+    assert tracker.to_commit() == {}
 
 
 @pytest.mark.asyncio(loop_scope="session")
