@@ -22,7 +22,7 @@ from bench.harness import (
     python_tier,
     quantile,
     warm_up,
-    worker_for,
+    workers_for,
 )
 from streams.broker import EmbeddedBroker
 from streams.client import FallbackClient
@@ -94,25 +94,34 @@ def describe(result: LoadResult) -> str:
 
 
 async def throughput(
-    broker: EmbeddedBroker, workdir: Path, *, analytics: bool, profiler: Profiler | None = None
+    broker: EmbeddedBroker,
+    workdir: Path,
+    *,
+    analytics: bool,
+    processes: int = 1,
+    profiler: Profiler | None = None,
+    with_latency: bool = True,
 ) -> tuple[list[Row], float]:
-    """Figure 1 (and, without analytics, figure 2 on the same worker)."""
-    label = "1b. served req/s, instant, analytics ON" if analytics else "1. served req/s, instant"
+    """Figure 1 (and figure 2 on the same workers, unless `with_latency` is off)."""
+    workers = f"{processes} worker{'s' if processes > 1 else ''}"
+    label = (
+        f"1b. served req/s, instant, analytics ON, {workers}"
+        if analytics
+        else f"1. served req/s, instant, {workers}"
+    )
     config = bench_config(
         broker, [python_tier("only", "instant")], analytics=analytics, workdir=workdir
     )
     rows: list[Row] = []
-    with worker_for(config, workdir) as worker:
+    with workers_for(config, workdir, processes) as running:
+        worker = running[0]
         async with FallbackClient(config) as client:
             await client.listen_from_now()
             probe = await warm_up(client, 1000)
             print(f"  warm-up: {describe(probe)} ({probe.rate:.0f} req/s)")
             count = int(min(MAX_REQUESTS, max(2000, probe.rate * BLAST_SECONDS)))
-            recorder = (
-                profiler.record(worker, "figure1-analytics" if analytics else "figure1", 15)
-                if profiler
-                else contextlib.nullcontext()
-            )
+            name = f"figure1-{processes}w" + ("-analytics" if analytics else "")
+            recorder = profiler.record(worker, name, 15) if profiler else contextlib.nullcontext()
             with recorder:
                 result = await blast(client, count, timeout_s=BLAST_TIMEOUT_S)
             print(f"  blast: {describe(result)}")
@@ -122,11 +131,11 @@ async def throughput(
                     label,
                     f"{rate:,.0f} req/s ({result.served:,} in {result.elapsed_s:.1f}s; "
                     f"steady {result.steady_rate:,.0f})",
-                    ">= 2,000 req/s" if not analytics else "(comparison)",
-                    rate >= 2000 if not analytics else None,
+                    ">= 2,000 req/s" if with_latency else "(comparison)",
+                    rate >= 2000 if with_latency else None,
                 )
             )
-            if not analytics:
+            if with_latency:
                 rows.extend(await latency_at(client, rate / 2))
     return rows, rate
 
@@ -160,8 +169,7 @@ async def fallback_hops(broker: EmbeddedBroker, workdir: Path) -> list[Row]:
     config = bench_config(broker, tiers, workdir=workdir)
     scenarios = [("t1", []), ("t2", ["t1"]), ("t3", ["t1", "t2"])]
     p50s: dict[str, float] = {}
-    with worker_for(config, workdir) as worker:
-        del worker
+    with workers_for(config, workdir):
         async with FallbackClient(config) as client:
             await client.listen_from_now()
             await warm_up(client, 300)
@@ -183,12 +191,13 @@ async def fallback_hops(broker: EmbeddedBroker, workdir: Path) -> list[Row]:
     ]
 
 
-async def littles_law(broker: EmbeddedBroker, workdir: Path) -> list[Row]:
-    """Figure 4: 200 ms model, 200 in flight; bound = 200 / 0.2 s = 1,000 req/s."""
-    tier = python_tier("slow", "fixed_200ms", max_in_flight=200)
+async def littles_law(broker: EmbeddedBroker, workdir: Path, processes: int = 1) -> list[Row]:
+    """Figure 4: 200 ms model, 200 in flight in all; bound = 200 / 0.2 s = 1,000 req/s.
+
+    `max_in_flight` is per worker, so with several workers each gets its share."""
+    tier = python_tier("slow", "fixed_200ms", max_in_flight=200 // processes)
     config = bench_config(broker, [tier], workdir=workdir)
-    with worker_for(config, workdir) as worker:
-        del worker
+    with workers_for(config, workdir, processes):
         async with FallbackClient(config) as client:
             await client.listen_from_now()
             await warm_up(client, 400)
@@ -197,7 +206,7 @@ async def littles_law(broker: EmbeddedBroker, workdir: Path) -> list[Row]:
     share = result.steady_rate / 1000
     return [
         Row(
-            "4. Little's law, 200 ms x 200 in flight",
+            f"4. Little's law, 200 ms x 200 in flight ({processes} x {200 // processes})",
             f"{result.steady_rate:,.0f} req/s steady ({result.rate:,.0f} overall) "
             f"= {share:.0%} of 1,000",
             ">= 90%",

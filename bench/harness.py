@@ -90,16 +90,43 @@ def bench_config(
     )
 
 
-def subscribed_partitions(config: FallbackConfig) -> int:
+def stage_partitions(config: FallbackConfig) -> int:
+    """Partitions the stage consumers share: requests, tier.* and attempts.* (+ sink)."""
     topics = 1 + 2 * len(config.tiers) + (2 if config.analytics.enabled else 0)
     return topics * config.kafka.partitions
 
 
 @contextlib.contextmanager
-def worker_for(config: FallbackConfig, workdir: Path) -> Iterator[WorkerProcess]:
-    with running_worker(config, workdir) as worker:
-        worker.wait_ready(timeout_s=90, partitions=subscribed_partitions(config))
-        yield worker
+def workers_for(
+    config: FallbackConfig, workdir: Path, processes: int = 1
+) -> Iterator[list[WorkerProcess]]:
+    """`processes` workers of one group (own web ports), every stage partition assigned.
+
+    Several processes on one machine is how a Python worker uses more than one
+    core; each reads its share of the partitions."""
+    configs = [config] + [
+        config.model_copy(
+            update={"worker": config.worker.model_copy(update={"web_port": free_port()})}
+        )
+        for _ in range(processes - 1)
+    ]
+    with contextlib.ExitStack() as stack:
+        workers = [stack.enter_context(running_worker(c, workdir)) for c in configs]
+        wait_assigned(workers, stage_partitions(config))
+        yield workers
+
+
+def wait_assigned(workers: list[WorkerProcess], partitions: int, timeout_s: float = 90) -> None:
+    """Until every worker is ready and together they hold every stage partition."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        healths = [w.wait_ready(timeout_s=max(deadline - time.monotonic(), 1)) for w in workers]
+        held = sum(h.get("stage_partitions", 0) for h in healths)
+        if held >= partitions:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"workers hold {held} of {partitions} partitions")
+        time.sleep(0.2)
 
 
 def workdir() -> Path:

@@ -1,6 +1,6 @@
 """`make bench`: start the embedded broker, run every figure, print a summary table.
 
-    python -m bench.run [--only 1,1b,3,4] [--profile DIR]
+    python -m bench.run [--only 1,1a,1b,3,4] [--workers N] [--profile DIR]
 
 Figures are printed, never asserted.  Each figure runs its own worker process
 (own topics and consumer group) against one shared embedded broker.
@@ -31,7 +31,7 @@ def print_table(rows: list[Row]) -> None:
         print(f"{row.figure:<{width}}  {row.measured:<{measured}}  {row.target}{verdict}")
 
 
-async def run(only: set[str], profile: Path | None) -> list[Row]:
+async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]:
     rows: list[Row] = []
     directory = workdir()
     profiler = Profiler(profile)
@@ -40,30 +40,47 @@ async def run(only: set[str], profile: Path | None) -> list[Row]:
         print(f"broker {broker.bootstrap_servers}, scratch {directory}")
         print(f"{os.cpu_count()} cpus, load average before start {load}")
         if only & {"1", "2"}:
-            print("figure 1 + 2: one tier, instant model, analytics off")
-            found, _ = await throughput(broker, directory, analytics=False, profiler=profiler)
+            print(f"figure 1 + 2: one tier, instant model, analytics off, {processes} worker(s)")
+            found, _ = await throughput(
+                broker, directory, analytics=False, processes=processes, profiler=profiler
+            )
+            rows.extend(found)
+        if "1a" in only and processes > 1:
+            print("figure 1a: same with one worker process")
+            found, _ = await throughput(
+                broker, directory, analytics=False, profiler=profiler, with_latency=False
+            )
             rows.extend(found)
         if "1b" in only:
-            print("figure 1b: same with analytics (chDB sink) on")
-            found, _ = await throughput(broker, directory, analytics=True, profiler=profiler)
+            # chDB is single-process: one worker holds the analytics directory.
+            print("figure 1b: one worker with analytics (chDB sink) on")
+            found, _ = await throughput(
+                broker, directory, analytics=True, profiler=profiler, with_latency=False
+            )
             rows.extend(found)
         if "3" in only:
             print("figure 3: three tiers, fallback hops")
             rows.extend(await fallback_hops(broker, directory))
         if "4" in only:
             print("figure 4: 200 ms model, 200 in flight")
-            rows.extend(await littles_law(broker, directory))
+            rows.extend(await littles_law(broker, directory, processes))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="1,1b,3,4", help="figures to run (2 runs with 1)")
+    parser.add_argument("--only", default="1,1a,1b,3,4", help="figures to run (2 runs with 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes for figures 1, 2 and 4 (default: one per core)",
+    )
     parser.add_argument("--profile", type=Path, default=None, help="py-spy raw output directory")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()
-    rows = asyncio.run(run(set(args.only.split(",")), args.profile))
+    rows = asyncio.run(run(set(args.only.split(",")), args.profile, args.workers))
     print_table(rows)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n(total {time.monotonic() - started:.0f}s; load average now {load})")

@@ -227,15 +227,16 @@ class Response(Event):
 
 
 class Spend(Event):
-    """Money charged for one attempt, keyed by tenant (`<prefix>spend`): feeds the
-    tenant budget table every worker reads."""
+    """Money a worker charged a tenant in one budget window since its last
+    spend event, keyed by tenant (`<prefix>spend`): feeds the tenant budget
+    table every worker reads."""
 
     schema_version: int = SCHEMA_VERSION
+    spend_id: str = Field(description="unique per event: a redelivered copy is counted once")
     tenant: str
     usd: float
-    request_id: str
-    attempt: int
-    charged_at: datetime
+    attempts: int = Field(ge=1, description="charged attempts summed into usd")
+    charged_at: datetime = Field(description="the latest charge summed (sets the window)")
 
 
 class DeadLetter(Event):

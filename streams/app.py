@@ -209,6 +209,8 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         producer=app.producer,
         delivery_problem=pipeline.publisher.delivery_problem,
         on_error=on_error,
+        before_commit=pipeline.publish_spend,
+        after_batch=pipeline.publish_spend,
         commit_interval_s=kafka.commit_interval_s,
     )
 

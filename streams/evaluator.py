@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from schemas.events import Attempt, Spend
+from schemas.events import Attempt
 from streams.config import TierConfig
 from streams.consumed_record import ConsumedRecord
 from streams.decision import evaluate_attempt
@@ -23,15 +23,6 @@ async def evaluate_one(pipeline: Pipeline, tier: TierConfig, record: ConsumedRec
     now = datetime.now(UTC)
     if attempt.cost_usd > 0:
         # Charged whether or not the answer is accepted: spend counts rejected attempts too.
-        request = attempt.routed.request
-        await pipeline.record_spend(
-            Spend(
-                tenant=request.tenant,
-                usd=attempt.cost_usd,
-                request_id=request.request_id,
-                attempt=attempt.routed.attempt,
-                charged_at=attempt.finished_at,
-            )
-        )
+        pipeline.record_spend(attempt.routed.request.tenant, attempt.cost_usd, attempt.finished_at)
     outcome = evaluate_attempt(attempt, pipeline.decision_context(now))
     await pipeline.publish_outcome(outcome)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,7 +25,7 @@ from streams.decision import DecisionContext, Outcome
 from streams.dedupe import RecentKeys
 from streams.publisher import Publisher
 from streams.safety import SafetyScorer
-from streams.spend_table import TenantSpendLedger, table_spend
+from streams.spend_table import TenantSpendLedger, spend_window_key, table_spend
 from topics.catalog import TopicCatalog
 
 E = TypeVar("E", bound=BaseModel)
@@ -35,6 +38,16 @@ class PipelineMetrics:
     duplicates: int = 0
     sunk_verdicts: int = 0
     sunk_responses: int = 0
+
+
+@dataclass
+class PendingSpend:
+    """Charges to one tenant window not yet on the spend topic."""
+
+    tenant: str
+    usd: float
+    attempts: int
+    charged_at: datetime
 
 
 @dataclass
@@ -52,6 +65,10 @@ class Pipeline:
     spend_table: Any = None  # Faust GlobalTable, see streams/spend_table.py
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
     rng: random.Random = field(default_factory=random.Random)
+    #: charges not yet on the spend topic, by spend window key
+    pending_spend: dict[str, PendingSpend] = field(default_factory=dict)
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    spend_sequence: Iterator[int] = field(default_factory=itertools.count)
 
     async def open(self) -> None:
         """Warm models (train/load) and open analytics before any event is consumed."""
@@ -91,9 +108,34 @@ class Pipeline:
             return local
         return max(local, table_spend(self.spend_table, tenant, self.config.budgets))
 
-    async def record_spend(self, spend: Spend) -> None:
-        self.spend.add(spend.tenant, spend.usd, spend.charged_at.timestamp())
-        await self.publisher.enqueue_avro(self.topics.spend, spend.tenant, spend)
+    def record_spend(self, tenant: str, usd: float, charged_at: datetime) -> None:
+        """Count a charge now; it reaches the shared table with `publish_spend`."""
+        self.spend.add(tenant, usd, charged_at.timestamp())
+        key = spend_window_key(tenant, charged_at.timestamp(), self.config.budgets)
+        pending = self.pending_spend.get(key)
+        if pending is None:
+            self.pending_spend[key] = PendingSpend(tenant, usd, 1, charged_at)
+        else:
+            pending.usd += usd
+            pending.attempts += 1
+            pending.charged_at = max(pending.charged_at, charged_at)
+
+    async def publish_spend(self) -> None:
+        """One spend event per tenant window for everything charged since the last
+        call: the stage consumer calls this after each batch and before each
+        commit, so a committed charge is always in the producer.  One event per
+        batch instead of one per attempt keeps the spend topic and the table's
+        changelog small."""
+        pending, self.pending_spend = self.pending_spend, {}
+        for charges in pending.values():
+            spend = Spend(
+                spend_id=f"{self.instance_id}-{next(self.spend_sequence)}",
+                tenant=charges.tenant,
+                usd=charges.usd,
+                attempts=charges.attempts,
+                charged_at=charges.charged_at,
+            )
+            await self.publisher.enqueue_avro(self.topics.spend, spend.tenant, spend)
 
     def decision_context(self, now: datetime) -> DecisionContext:
         return DecisionContext(

@@ -1,6 +1,7 @@
 """Tenant spend shared by every worker: a Faust GlobalTable fed by the spend topic.
 
-Evaluators publish one `Spend` per charged attempt (rejected ones included) to
+Evaluators charge every attempt with a cost (rejected ones included); after
+each batch the worker publishes one `Spend` per tenant window with the sum to
 `<prefix>spend`, keyed by tenant.  The `count_spend` agent adds it to the
 table under `tenant@window_start`; the table's changelog is read by every
 worker, so each sees every tenant's total.  Totals lag by a hop or two, so a
@@ -9,7 +10,7 @@ same way) and budget checks use the larger of the two.
 
 Faust's GlobalTable needs one changelog partition (and a recovery buffer of
 1) to recover reliably with several workers; the spend topic has one
-partition to match, which is plenty: only charged attempts pass through it.
+partition to match, which is plenty: one event per tenant window per batch passes through it.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def build_spend_table(app: faust.App) -> Any:
 async def count_spend(
     table: Any, budgets: BudgetsConfig, stream: Any, dead_letter: Any, seen: RecentKeys
 ) -> None:
-    """Agent body: add each charged attempt to its tenant's window total, once."""
+    """Agent body: add each spend event to its tenant's window total, once."""
     async for event in stream.events():
         message = event.message
         try:
@@ -79,7 +80,7 @@ async def count_spend(
             )
             await dead_letter(record, exc)
             continue
-        if seen.seen_before((spend.request_id, spend.attempt), time.monotonic()):
+        if seen.seen_before(spend.spend_id, time.monotonic()):
             continue  # a redelivered spend event must not be charged twice
         key = spend_window_key(spend.tenant, spend.charged_at.timestamp(), budgets)
         table[key] = table[key] + spend.usd

@@ -46,7 +46,9 @@ async def attempt_call(adapter: ModelAdapter, tier: TierConfig, routed: RoutedRe
     error: ModelError | None = None
     generation: Generation | None = None
     try:
-        generation = await asyncio.wait_for(adapter.generate(call), timeout=call.timeout_s)
+        # asyncio.timeout, not wait_for: no extra task per call on the hot path.
+        async with asyncio.timeout(call.timeout_s):
+            generation = await adapter.generate(call)
     except TimeoutError:
         error_trigger, message = Trigger.TIMEOUT, f"no answer within {timeout_ms:.0f} ms"
     except ModelError as exc:

@@ -41,6 +41,7 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
         body = {
             "ready": ready,
             "assigned_partitions": len(spend_assignment) + len(stage_assignment),
+            "stage_partitions": len(stage_assignment),
             "stalled_events": stages.stalled,
             "in_flight": stages.in_flight(),
             "app_id": pipeline.config.worker.app_id,
