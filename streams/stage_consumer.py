@@ -68,6 +68,8 @@ class Stage:
     #: each record in its own task (model calls that wait); else in fetch order
     concurrent: bool = False
     unfinished: int = 0
+    #: concurrent stages: records whose task has started and not yet ended
+    active: int = 0
     backlog: deque[tuple[InFlightRecord, ConsumedRecord]] = field(default_factory=deque)
     running: set[asyncio.Task[None]] = field(default_factory=set)
     paused: bool = False
@@ -162,7 +164,7 @@ class StageConsumer(Service):
                         stage.unfinished += 1
                         if not stage.concurrent:
                             await self._run(stage, entry, record)
-                        elif len(stage.running) < stage.window:
+                        elif stage.active < stage.window and not stage.backlog:
                             self._start(stage, entry, record)
                         else:
                             stage.backlog.append((entry, record))
@@ -176,9 +178,21 @@ class StageConsumer(Service):
             await self.crash(exc)
 
     def _start(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
-        task = asyncio.create_task(self._run(stage, entry, record))
+        stage.active += 1
+        task = asyncio.create_task(self._run_in_slot(stage, entry, record))
         stage.running.add(task)
         task.add_done_callback(stage.running.discard)
+
+    async def _run_in_slot(
+        self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord
+    ) -> None:
+        try:
+            await self._run(stage, entry, record)
+        finally:
+            stage.active -= 1
+            while stage.backlog and stage.active < stage.window:
+                self._start(stage, *stage.backlog.popleft())
+            self._resume_if_room(stage)
 
     async def _run(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
         try:
@@ -219,8 +233,9 @@ class StageConsumer(Service):
 
     def _release(self, stage: Stage) -> None:
         stage.unfinished -= 1
-        while stage.backlog and len(stage.running) < stage.window:
-            self._start(stage, *stage.backlog.popleft())
+        self._resume_if_room(stage)
+
+    def _resume_if_room(self, stage: Stage) -> None:
         if stage.paused and stage.unfinished < stage.window and not stage.backlog:
             self._set_paused(stage, False)
 

@@ -2,7 +2,7 @@
 
 A request's input may carry {"script": {"<tier>": "<behaviour>"}}; behaviours:
   ok | conf:<p> | error | sleep:<ms> | unsafe | empty | json:<text> | hallucinate
-  | rate_limited:<retry-after s> | content_policy
+  | rate_limited:<retry-after s> | content_policy | overlap:<ms>
 Anything not scripted answers "ok" with confidence 0.99.
 """
 
@@ -12,6 +12,9 @@ import asyncio
 from typing import Any
 
 from streams.adapters.errors import ContentPolicyViolation, RateLimited
+
+#: per tier, calls of `overlap:<ms>` running right now in this worker
+_running: dict[str, int] = {}
 
 
 async def scripted(
@@ -29,6 +32,15 @@ async def scripted(
         raise ContentPolicyViolation("provider refused: content_policy_violation")
     if kind == "sleep":
         await asyncio.sleep(float(arg) / 1000)
+    if kind == "overlap":
+        # Sleep, and report the most calls of this tier seen running at once.
+        _running[tier] = _running.get(tier, 0) + 1
+        peak = _running[tier]
+        try:
+            await asyncio.sleep(float(arg) / 1000)
+        finally:
+            _running[tier] -= 1
+        content = {"peak_running": peak}
     if kind == "conf":
         confidence = float(arg)
     if kind == "unsafe":
