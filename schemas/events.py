@@ -240,7 +240,7 @@ class Spend(Event):
 
 
 class DeadLetter(Event):
-    """An event no agent could process, with why (`<prefix>dlq`)."""
+    """An event no stage could process, with why (`<prefix>dlq`)."""
 
     schema_version: int = SCHEMA_VERSION
     source_topic: str

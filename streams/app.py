@@ -1,8 +1,8 @@
-"""The front door: `build_app(config)` builds the Faust app and everything its agents use.
+"""The front door: `build_app(config)` builds the Faust app and everything its stages use.
 
 Topology (each arrow is a topic, keyed by request_id):
 
-    requests ─▶ router ─▶ tier.<A> ─▶ tier agent A ─▶ attempts.<A> ─▶ evaluator A
+    requests ─▶ router ─▶ tier.<A> ─▶ tier stage A ─▶ attempts.<A> ─▶ evaluator A
                                                                   ├─▶ verdicts ─▶ sink
                                                                   ├─▶ tier.<B> (fallback / retry)
                                                                   └─▶ responses ─▶ callers, sink

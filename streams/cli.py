@@ -70,7 +70,7 @@ def worker(
     bootstrap: BootstrapOption = None,
     loglevel: Annotated[str, typer.Option(help="debug|info|warning|error")] = "warning",
 ) -> None:
-    """Run a pipeline worker (router, tier agents, evaluators, ClickHouse sink)."""
+    """Run a pipeline worker (router, tier stages, evaluators, ClickHouse sink)."""
     from streams.worker import run_worker
 
     settings = load(config, bootstrap)

@@ -1,6 +1,6 @@
 """The fallback decision, pure: no Faust, no Kafka, no clocks of its own.
 
-Two entry points, both returning an `Outcome` (what the calling agent must
+Two entry points, both returning an `Outcome` (what the calling stage must
 publish):
 
 - `route_request`: a new request enters; find the first eligible tier.
@@ -52,7 +52,7 @@ NEVER_RETRIED = frozenset({Trigger.CONTEXT_LENGTH, Trigger.POLICY})
 
 @dataclass
 class DecisionContext:
-    """Everything a decision may consult, passed in by the agent."""
+    """Everything a decision may consult, passed in by the stage."""
 
     config: FallbackConfig
     circuits: Mapping[str, CircuitBreaker]

@@ -1,4 +1,4 @@
-"""What the agents share inside one worker: config, topics, adapters, health, sink."""
+"""What the stages share inside one worker: config, topics, adapters, spend, sink."""
 
 from __future__ import annotations
 

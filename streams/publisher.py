@@ -1,4 +1,4 @@
-"""Every write the agents make goes through `Publisher`: keyed, encoded, delivered.
+"""Every write the stages make goes through `Publisher`: keyed, encoded, delivered.
 
 Two ways to send:
 

@@ -1,4 +1,4 @@
-"""A tier's agent: call the model for each routed request, publish the attempt."""
+"""A tier's stage: call the model for each routed request, publish the attempt."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def topic_catalog(config: FallbackConfig) -> TopicCatalog:
         spec("requests", retention.requests_hours, "callers' requests (JSON)"),
         spec("responses", retention.responses_hours, "one final response per request (JSON)"),
         spec("verdicts", retention.internal_hours, "one verdict per attempt (Avro)"),
-        spec("dlq", retention.dlq_hours, "events no agent could process, with the reason"),
+        spec("dlq", retention.dlq_hours, "events no stage could process, with the reason"),
         # One partition: the budget table is a Faust GlobalTable whose changelog
         # partition follows the spend event's partition (see streams/spend_table.py).
         TopicSpec(
