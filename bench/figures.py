@@ -29,7 +29,7 @@ from streams.client import FallbackClient
 from streams.worker_process import WorkerProcess
 
 #: upper bounds that keep `make bench` to a few minutes whatever the speed
-MAX_REQUESTS = 20_000
+MAX_REQUESTS = 40_000
 BLAST_SECONDS = 20.0
 BLAST_TIMEOUT_S = 60.0
 

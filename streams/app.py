@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 #: records a CPU-only stage (router, evaluator) may hold before its partitions pause
 ROUTING_WINDOW = 500
+#: per partition; with aiokafka's 16 KiB default a full batch made the stages
+#: wait for the one produce request in flight to the broker
+PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 #: fetch wait of Faust's own consumer (spend topic, spend table changelog)
 SPEND_FETCH_MAX_WAIT_MS = 100
 
@@ -155,6 +158,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         broker_request_timeout=max(kafka.session_timeout_s * 3, 30.0),
         broker_commit_interval=kafka.commit_interval_s,
         producer_linger=0.002,  # short: ~45 ms idle round trips; load still fills batches
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         web_enabled=True,
         web_bind=config.worker.web_host,
         web_host=config.worker.web_host,
