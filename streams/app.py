@@ -209,6 +209,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
             "group_id": stage_group_id(config),
             "client_id": f"{config.worker.app_id}-stages",
             "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
+            "max_partition_fetch_bytes": kafka.max_partition_fetch_bytes,
             "session_timeout_ms": int(kafka.session_timeout_s * 1000),
             "heartbeat_interval_ms": int(kafka.heartbeat_interval_s * 1000),
             "rebalance_timeout_ms": int(kafka.rebalance_timeout_s * 1000),
@@ -248,6 +249,7 @@ def stage_group_id(config: FallbackConfig) -> str:
 
 def pipeline_stages(pipeline: Pipeline, catalog: TopicCatalog) -> list[Stage]:
     config = pipeline.config
+    # Priorities: the further along a record is, the sooner it is handled.
     stages = [
         Stage("route_requests", catalog.requests, partial(route_one, pipeline), ROUTING_WINDOW)
     ]
@@ -259,6 +261,7 @@ def pipeline_stages(pipeline: Pipeline, catalog: TopicCatalog) -> list[Stage]:
                 partial(call_tier, pipeline, tier),
                 tier.max_in_flight,
                 concurrent=True,
+                priority=1,
             )
         )
         stages.append(
@@ -267,15 +270,28 @@ def pipeline_stages(pipeline: Pipeline, catalog: TopicCatalog) -> list[Stage]:
                 catalog.attempts(tier.name),
                 partial(evaluate_one, pipeline, tier),
                 ROUTING_WINDOW,
+                priority=2,
             )
         )
     if config.analytics.enabled:
         # Rows wait for a batch write; let a few batches' worth be outstanding.
         window = max(config.analytics.batch_max_rows * 2, 1000)
         stages.append(
-            Stage("sink_verdicts", catalog.verdicts, partial(sink_verdicts, pipeline), window)
+            Stage(
+                "sink_verdicts",
+                catalog.verdicts,
+                partial(sink_verdicts, pipeline),
+                window,
+                priority=3,
+            )
         )
         stages.append(
-            Stage("sink_responses", catalog.responses, partial(sink_responses, pipeline), window)
+            Stage(
+                "sink_responses",
+                catalog.responses,
+                partial(sink_responses, pipeline),
+                window,
+                priority=3,
+            )
         )
     return stages

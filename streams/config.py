@@ -52,6 +52,7 @@ class KafkaConfig(Strict):
     ssl_certfile: str | None = Field(default=None, description="client certificate (mTLS)")
     ssl_keyfile: str | None = Field(default=None, description="client key (mTLS)")
     fetch_max_wait_ms: int = Field(default=10, ge=0, le=5000)
+    max_partition_fetch_bytes: int = Field(default=64 * 1024, ge=1024)
     session_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     rebalance_timeout_s: float = Field(default=10.0, gt=0)

@@ -23,6 +23,10 @@ What a stage promises, and what this service guarantees in return:
   `window` at once; the rest wait in a backlog and the stage's partitions are
   paused, so a slow tier never blocks the other stages' partitions.  Other
   stages run their records one by one in fetch order: they only do CPU work.
+- Within a fetched batch, later stages go first (evaluators before tiers
+  before the router), and each fetch takes at most
+  `kafka.max_partition_fetch_bytes` per partition: a flood of new requests
+  then cannot hold back the requests already under way.
 - On a rebalance, running work on revoked partitions gets a bounded time to
   finish and be committed before the partitions go.
 """
@@ -67,6 +71,8 @@ class Stage:
     window: int
     #: each record in its own task (model calls that wait); else in fetch order
     concurrent: bool = False
+    #: a fetched batch is handled highest first: finish requests before admitting new ones
+    priority: int = 0
     unfinished: int = 0
     #: concurrent stages: records whose task has started and not yet ended
     active: int = 0
@@ -150,7 +156,7 @@ class StageConsumer(Service):
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=FETCH_MAX_RECORDS)
-                for tp, messages in batch.items():
+                for tp, messages in sorted(batch.items(), key=self._priority):
                     stage = self.stages[tp.topic]
                     for message in messages:
                         record = ConsumedRecord(
@@ -176,6 +182,9 @@ class StageConsumer(Service):
         except Exception as exc:  # the consumer itself failed: let the worker restart
             log.critical("stage consumer failed: %r", exc)
             await self.crash(exc)
+
+    def _priority(self, item: tuple[TopicPartition, Any]) -> int:
+        return -self.stages[item[0].topic].priority
 
     def _start(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
         stage.active += 1
