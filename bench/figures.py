@@ -30,7 +30,7 @@ from streams.worker_process import WorkerProcess
 
 #: upper bounds that keep `make bench` to a few minutes whatever the speed
 MAX_REQUESTS = 40_000
-BLAST_SECONDS = 20.0
+BLAST_SECONDS = 25.0
 BLAST_TIMEOUT_S = 60.0
 
 
