@@ -221,6 +221,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         before_commit=pipeline.publish_spend,
         after_batch=pipeline.publish_spend,
         commit_interval_s=kafka.commit_interval_s,
+        rebalance_timeout_s=kafka.rebalance_timeout_s,
     )
 
     async def spend_agent(stream: StreamT) -> None:

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 #: records one fetch hands over at most; bounds how far a stage overshoots its window
 FETCH_MAX_RECORDS = 1000
-#: on shutdown and on revocation, how long running work may take to finish
+#: on shutdown and on revocation, how long running work may take to finish at most
 DRAIN_S = 5.0
 
 #: a handler returns None when done, or a future that resolves when the record is durable
@@ -95,6 +95,7 @@ class StageConsumer(Service):
         before_commit: Callable[[], Awaitable[None]] | None = None,
         after_batch: Callable[[], Awaitable[None]] | None = None,
         commit_interval_s: float = 1.0,
+        rebalance_timeout_s: float = 10.0,
         **kwargs: Any,
     ) -> None:
         self.stages = {stage.topic: stage for stage in stages}
@@ -105,6 +106,8 @@ class StageConsumer(Service):
         self.before_commit = before_commit
         self.after_batch = after_batch
         self.commit_interval_s = commit_interval_s
+        # A revoked member must rejoin within the rebalance timeout: drain in half of it.
+        self.revoke_drain_s = min(DRAIN_S, rebalance_timeout_s / 2)
         self.tracker = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
         self.rebalancing = False
@@ -132,7 +135,7 @@ class StageConsumer(Service):
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self.consumer is None:
             return
-        await self._drain(None)
+        await self._drain(None, DRAIN_S)
         try:
             await self.commit()
         except (KafkaError, PublishError) as exc:
@@ -297,15 +300,16 @@ class StageConsumer(Service):
 
     # ---------------------------------------------------------- rebalance ----
 
-    async def _drain(self, tps: set[TopicPartition] | None) -> None:
-        """Give running work (on `tps`, or everywhere) up to DRAIN_S to finish."""
+    async def _drain(self, tps: set[TopicPartition] | None, seconds: float) -> None:
+        """Drop waiting records (of `tps`, or all); give running work `seconds` to finish."""
         for stage in self.stages.values():
             kept = deque(
                 item for item in stage.backlog if tps is not None and item[0].tp not in tps
             )
             stage.unfinished -= len(stage.backlog) - len(kept)  # re-read by the next owner
             stage.backlog = kept
-        deadline = time.monotonic() + DRAIN_S
+            self._resume_if_room(stage)
+        deadline = time.monotonic() + seconds
         # `unfinished` counts running records and those awaiting durability (the
         # sink), not stalled ones: those will not finish by waiting.
         while time.monotonic() < deadline and any(s.unfinished for s in self.stages.values()):
@@ -313,7 +317,7 @@ class StageConsumer(Service):
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         self.rebalancing = True
-        await self._drain(revoked)
+        await self._drain(revoked, self.revoke_drain_s)
         try:
             await self.commit()
         except (KafkaError, PublishError) as exc:
