@@ -222,6 +222,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         after_batch=pipeline.publish_spend,
         commit_interval_s=kafka.commit_interval_s,
         rebalance_timeout_s=kafka.rebalance_timeout_s,
+        max_queued_records=config.worker.max_queued_records,
     )
 
     async def spend_agent(stream: StreamT) -> None:
@@ -252,7 +253,13 @@ def pipeline_stages(pipeline: Pipeline, catalog: TopicCatalog) -> list[Stage]:
     config = pipeline.config
     # Priorities: the further along a record is, the sooner it is handled.
     stages = [
-        Stage("route_requests", catalog.requests, partial(route_one, pipeline), ROUTING_WINDOW)
+        Stage(
+            "route_requests",
+            catalog.requests,
+            partial(route_one, pipeline),
+            ROUTING_WINDOW,
+            entry=True,
+        )
     ]
     for tier in config.tiers:
         stages.append(
@@ -263,6 +270,7 @@ def pipeline_stages(pipeline: Pipeline, catalog: TopicCatalog) -> list[Stage]:
                 tier.max_in_flight,
                 concurrent=True,
                 priority=1,
+                in_pipeline=True,
             )
         )
         stages.append(
@@ -272,6 +280,7 @@ def pipeline_stages(pipeline: Pipeline, catalog: TopicCatalog) -> list[Stage]:
                 partial(evaluate_one, pipeline, tier),
                 ROUTING_WINDOW,
                 priority=2,
+                in_pipeline=True,
             )
         )
     if config.analytics.enabled:

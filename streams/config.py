@@ -105,6 +105,12 @@ class WorkerConfig(Strict):
     web_port: int = Field(default=6066, ge=0, le=65535)
     max_request_bytes: int = Field(default=1_000_000, ge=256)
     dedupe_window_s: float = Field(default=600.0, ge=0)
+    max_queued_records: int = Field(
+        default=2000,
+        ge=1,
+        description="records waiting in this worker's tier and attempts partitions "
+        "above which it stops taking new requests",
+    )
     data_dir: str = Field(default=".data", description="worker-local state (Faust's data dir)")
     response_format: Literal["json", "avro"] = Field(
         default="json", description="encoding of <prefix>responses (schemas/avro/response.avsc)"

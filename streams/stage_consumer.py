@@ -26,7 +26,9 @@ What a stage promises, and what this service guarantees in return:
 - Within a fetched batch, later stages go first (evaluators before tiers
   before the router), and each fetch takes at most
   `kafka.max_partition_fetch_bytes` per partition: a flood of new requests
-  then cannot hold back the requests already under way.
+  then cannot hold back the requests already under way.  For the same reason
+  the entry stage (router) pauses while more than `max_queued_records` wait
+  in the later stages' partitions: new requests wait in their topic.
 - On a rebalance, running work on revoked partitions gets a bounded time to
   finish and be committed before the partitions go.
 """
@@ -73,6 +75,10 @@ class Stage:
     concurrent: bool = False
     #: a fetched batch is handled highest first: finish requests before admitting new ones
     priority: int = 0
+    #: the entry stage (router) pauses while too much work is queued in the pipeline
+    entry: bool = False
+    #: records waiting on this stage's partitions count as work under way
+    in_pipeline: bool = False
     unfinished: int = 0
     #: concurrent stages: records whose task has started and not yet ended
     active: int = 0
@@ -96,6 +102,7 @@ class StageConsumer(Service):
         after_batch: Callable[[], Awaitable[None]] | None = None,
         commit_interval_s: float = 1.0,
         rebalance_timeout_s: float = 10.0,
+        max_queued_records: int = 2000,
         **kwargs: Any,
     ) -> None:
         self.stages = {stage.topic: stage for stage in stages}
@@ -113,6 +120,12 @@ class StageConsumer(Service):
         self.rebalancing = False
         self.stalled = 0
         self._loops: list[asyncio.Task[None]] = []
+        #: per partition, the offset after the last record fetched
+        self.fetched: dict[TopicPartition, int] = {}
+        #: records queued for the later stages above which the entry stage pauses
+        self.max_queued_records = max_queued_records
+        self.admitting = True
+        self.admission_pauses = 0
         self._commit_lock = asyncio.Lock()
         super().__init__(**kwargs)
 
@@ -177,7 +190,9 @@ class StageConsumer(Service):
                             self._start(stage, entry, record)
                         else:
                             stage.backlog.append((entry, record))
+                    self.fetched[tp] = messages[-1].offset + 1
                     self._pause_if_full(stage)
+                self._admit_if_room()
                 if self.after_batch is not None and batch:
                     await self.after_batch()
         except asyncio.CancelledError:
@@ -248,8 +263,33 @@ class StageConsumer(Service):
         self._resume_if_room(stage)
 
     def _resume_if_room(self, stage: Stage) -> None:
+        if stage.entry and not self.admitting:
+            return
         if stage.paused and stage.unfinished < stage.window and not stage.backlog:
             self._set_paused(stage, False)
+
+    def queued_in_pipeline(self) -> int:
+        """Records the broker holds for this worker's pipeline partitions, not fetched yet."""
+        consumer = self.consumer
+        assert consumer is not None
+        queued = 0
+        for tp in consumer.assignment():
+            stage = self.stages[tp.topic]
+            if stage.in_pipeline and tp in self.fetched:
+                queued += max((consumer.highwater(tp) or 0) - self.fetched[tp], 0)
+        return queued + sum(len(s.backlog) for s in self.stages.values())
+
+    def _admit_if_room(self) -> None:
+        """Admission control: while the later stages have a queue, new requests wait
+        in the requests topic, so those under way finish first (a flood of requests
+        otherwise delayed every response for seconds)."""
+        admitting = self.queued_in_pipeline() < self.max_queued_records
+        if admitting != self.admitting:
+            self.admitting = admitting
+            self.admission_pauses += not admitting
+            for stage in self.stages.values():
+                if stage.entry:
+                    self._set_paused(stage, not admitting or stage.unfinished >= stage.window)
 
     def _pause_if_full(self, stage: Stage) -> None:
         if not stage.paused and (stage.unfinished >= stage.window or stage.backlog):
@@ -323,6 +363,8 @@ class StageConsumer(Service):
         except (KafkaError, PublishError) as exc:
             log.warning("commit on revocation failed (%s): the next owner re-reads", exc)
         self.tracker.forget(revoked)
+        for tp in revoked:
+            self.fetched.pop(tp, None)
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalancing = False

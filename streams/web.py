@@ -59,6 +59,7 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
                 **vars(pipeline.metrics),
                 "stalled": stages.stalled,
                 "in_flight": stages.in_flight(),
+                "admission_pauses": stages.admission_pauses,
                 "circuits": circuit_states(pipeline),
                 "tenant_spend_usd": pipeline.spend.snapshot(datetime.now(UTC).timestamp()),
                 "tenant_spend_table": dict(pipeline.spend_table.items())

@@ -32,3 +32,23 @@ async def test_a_tier_runs_exactly_its_window_of_calls_at_once(
     peaks = [r.output["content"]["peak_running"] for r in responses]
     assert max(peaks) == 3, f"calls running at once: {sorted(peaks)}"
     assert quick.status == "served"
+
+
+async def test_admission_pauses_the_router_and_every_request_is_still_served(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    config = pipeline_config(
+        broker,
+        tmp_path,
+        [scripted_tier("primary", max_in_flight=2, circuit={"enabled": False})],
+        analytics={"enabled": False},
+        worker={"max_queued_records": 3},
+    )
+    async with harness_for(config, tmp_path) as harness:
+        requests = [harness.new_request({"primary": "sleep:50"}) for _ in range(40)]
+        responses = await harness.ask_many(requests, timeout_s=60)
+        metrics = harness.worker.get("/metrics/")
+    assert [r.status for r in responses] == ["served"] * 40
+    # The tier's queue went past 3 while it ran two calls at a time: the router
+    # paused, and resumed, or not every request would have been answered.
+    assert metrics["admission_pauses"] >= 1
