@@ -29,8 +29,8 @@ from streams.client import FallbackClient
 from streams.worker_process import WorkerProcess
 
 #: upper bounds that keep `make bench` to a few minutes whatever the speed
-MAX_REQUESTS = 40_000
-BLAST_SECONDS = 25.0
+MAX_REQUESTS = 60_000
+BLAST_SECONDS = 30.0
 BLAST_TIMEOUT_S = 60.0
 
 

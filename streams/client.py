@@ -28,7 +28,11 @@ class FallbackClient:
         self.options = kafka_client_options(config.kafka)
         self.topics = topic_catalog(config)
         self.response_format = config.worker.response_format
-        self.producer = AIOKafkaProducer(**self.options, linger_ms=5, acks="all")
+        # 512 KiB batches: with aiokafka's 16 KiB a fast sender waits for every
+        # produce request in flight (the worker's producer is set the same way).
+        self.producer = AIOKafkaProducer(
+            **self.options, linger_ms=5, acks="all", max_batch_size=512 * 1024
+        )
         self.consumer: AIOKafkaConsumer | None = None
         self._seen: set[str] = set()
 
