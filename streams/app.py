@@ -28,6 +28,7 @@ from faust.types import StreamT
 
 from analytics.errors import AnalyticsError
 from schemas.codec import register_faust_codecs
+from schemas.errors import EventDecodeError
 from streams.adapters.registry import build_adapter
 from streams.circuit import CircuitBreaker
 from streams.config import FallbackConfig, KafkaConfig
@@ -226,8 +227,8 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     )
 
     async def spend_agent(stream: StreamT) -> None:
-        async def dead_letter(record: ConsumedRecord, exc: Exception) -> None:
-            await on_error(record, exc, "count_spend")
+        async def dead_letter(record: ConsumedRecord, error: EventDecodeError) -> None:
+            await pipeline.dead_letter_undecodable(record, error, "count_spend")
 
         seen = RecentKeys(config.worker.dedupe_window_s)
         await count_spend(pipeline.spend_table, config.budgets, stream, dead_letter, seen)

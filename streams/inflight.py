@@ -56,13 +56,6 @@ class OffsetTracker:
             self.committable[entry.tp] = last + 1
         return released
 
-    def oldest_unfinished_offset(self, tp: Hashable) -> int | None:
-        queue = self.pending.get(tp)
-        return queue[0].offset if queue else None
-
-    def in_flight(self) -> int:
-        return sum(len(queue) for queue in self.pending.values())
-
     def to_commit(self) -> dict[Hashable, int]:
         """Committable offsets that moved since the last successful commit."""
         return {

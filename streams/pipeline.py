@@ -92,14 +92,20 @@ class Pipeline:
         try:
             return decode_avro(model, record.value)
         except EventDecodeError as exc:
-            await self.publisher.dead_letter(
-                record=record,
-                reason=exc.reason,
-                error_type=type(exc).__name__,
-                stage=stage,
-                request_id=exc.request_id,
-            )
+            await self.dead_letter_undecodable(record, exc, stage)
             return None
+
+    async def dead_letter_undecodable(
+        self, record: ConsumedRecord, error: EventDecodeError, stage: str
+    ) -> None:
+        """A record that does not decode goes to the dead-letter topic with the reason."""
+        await self.publisher.dead_letter(
+            record=record,
+            reason=error.reason,
+            error_type=type(error).__name__,
+            stage=stage,
+            request_id=error.request_id,
+        )
 
     def tenant_spend_usd(self, tenant: str) -> float:
         """This worker's own charges count at once; every worker's arrive via the table."""

@@ -17,13 +17,7 @@ async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
     try:
         request = decode_request(record.value, pipeline.config.worker.max_request_bytes)
     except EventDecodeError as exc:
-        await pipeline.publisher.dead_letter(
-            record=record,
-            reason=exc.reason,
-            error_type=type(exc).__name__,
-            stage="router",
-            request_id=exc.request_id,
-        )
+        await pipeline.dead_letter_undecodable(record, exc, "router")
         if exc.request_id:
             # The caller can be told, so nobody waits forever for an answer.
             await pipeline.publisher.respond(invalid_response(exc.request_id, exc.reason, now))

@@ -31,13 +31,7 @@ async def sink_responses(pipeline: Pipeline, record: ConsumedRecord) -> asyncio.
     try:
         response = decode_response(record.value, pipeline.config.worker.response_format)
     except EventDecodeError as exc:
-        await pipeline.publisher.dead_letter(
-            record=record,
-            reason=exc.reason,
-            error_type=type(exc).__name__,
-            stage="sink_responses",
-            request_id=None,
-        )
+        await pipeline.dead_letter_undecodable(record, exc, "sink_responses")
         return None
     pipeline.metrics.sunk_responses += 1
     return sink.when_written(await sink.add_response(response))

@@ -29,8 +29,8 @@ What a stage promises, and what this service guarantees in return:
   then cannot hold back the requests already under way.  For the same reason
   the entry stage (router) pauses while more than `max_queued_records` wait
   in the later stages' partitions: new requests wait in their topic.
-- On a rebalance, running work on revoked partitions gets a bounded time to
-  finish and be committed before the partitions go.
+- On a rebalance, running work gets a bounded time to finish and be
+  committed before the revoked partitions go.
 """
 
 from __future__ import annotations
