@@ -220,7 +220,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         delivery_problem=pipeline.publisher.delivery_problem,
         on_error=on_error,
         before_commit=pipeline.publish_spend,
-        after_batch=pipeline.publish_spend,
+        after_batch=pipeline.publish_spend_when_due,
         commit_interval_s=kafka.commit_interval_s,
         rebalance_timeout_s=kafka.rebalance_timeout_s,
         max_queued_records=config.worker.max_queued_records,

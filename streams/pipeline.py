@@ -30,6 +30,10 @@ from topics.catalog import TopicCatalog
 
 E = TypeVar("E", bound=BaseModel)
 
+#: charges wait at most this long before their spend event is sent; one event per
+#: fetched batch made small batches (moderate load) cost a spend event each
+SPEND_PUBLISH_INTERVAL_S = 0.1
+
 
 @dataclass
 class PipelineMetrics:
@@ -69,6 +73,7 @@ class Pipeline:
     pending_spend: dict[str, PendingSpend] = field(default_factory=dict)
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     spend_sequence: Iterator[int] = field(default_factory=itertools.count)
+    spend_published_at: float = 0.0  # time.monotonic()
 
     async def open(self) -> None:
         """Warm models (train/load) and open analytics before any event is consumed."""
@@ -126,12 +131,21 @@ class Pipeline:
             pending.attempts += 1
             pending.charged_at = max(pending.charged_at, charged_at)
 
+    async def publish_spend_when_due(self) -> None:
+        """After each fetched batch: publish when the last publish is
+        `SPEND_PUBLISH_INTERVAL_S` old, so other workers see a charge within
+        about that (plus the spend topic's hop) whatever the batch sizes."""
+        if self.pending_spend and time.monotonic() - self.spend_published_at >= (
+            SPEND_PUBLISH_INTERVAL_S
+        ):
+            await self.publish_spend()
+
     async def publish_spend(self) -> None:
         """One spend event per tenant window for everything charged since the last
-        call: the stage consumer calls this after each batch and before each
-        commit, so a committed charge is always in the producer.  One event per
-        batch instead of one per attempt keeps the spend topic and the table's
-        changelog small."""
+        call.  The stage consumer also calls this before each commit, so a
+        committed charge is always in the producer.  Summing charges keeps the
+        spend topic and the table's changelog small."""
+        self.spend_published_at = time.monotonic()
         pending, self.pending_spend = self.pending_spend, {}
         for charges in pending.values():
             spend = Spend(
