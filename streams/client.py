@@ -28,10 +28,12 @@ class FallbackClient:
         self.options = kafka_client_options(config.kafka)
         self.topics = topic_catalog(config)
         self.response_format = config.worker.response_format
+        self.fetch_max_wait_ms = config.kafka.fetch_max_wait_ms
         # 512 KiB batches: with aiokafka's 16 KiB a fast sender waits for every
         # produce request in flight (the worker's producer is set the same way).
+        # 1 ms linger: every ms here is a ms of the caller's round trip.
         self.producer = AIOKafkaProducer(
-            **self.options, linger_ms=5, acks="all", max_batch_size=512 * 1024
+            **self.options, linger_ms=1, acks="all", max_batch_size=512 * 1024
         )
         self.consumer: AIOKafkaConsumer | None = None
         self._seen: set[str] = set()
@@ -47,7 +49,9 @@ class FallbackClient:
 
     async def listen_from_now(self) -> None:
         """Start reading responses from the current end (call before sending)."""
-        consumer = AIOKafkaConsumer(**self.options, enable_auto_commit=False, fetch_max_wait_ms=20)
+        consumer = AIOKafkaConsumer(
+            **self.options, enable_auto_commit=False, fetch_max_wait_ms=self.fetch_max_wait_ms
+        )
         await consumer.start()
         partitions = consumer.partitions_for_topic(self.topics.responses)
         for _ in range(50):
