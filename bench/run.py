@@ -15,7 +15,14 @@ import os
 import time
 from pathlib import Path
 
-from bench.figures import Profiler, Row, fallback_hops, littles_law, throughput
+from bench.figures import (
+    Profiler,
+    Row,
+    fallback_hops,
+    latency_floor,
+    littles_law,
+    throughput,
+)
 from bench.harness import workdir
 from streams.broker import running_broker
 
@@ -41,10 +48,12 @@ async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]
         print(f"{os.cpu_count()} cpus, load average before start {load}")
         if only & {"1", "2"}:
             print(f"figure 1 + 2: one tier, instant model, analytics off, {processes} worker(s)")
-            found, _ = await throughput(
+            found, rate = await throughput(
                 broker, directory, analytics=False, processes=processes, profiler=profiler
             )
             rows.extend(found)
+            print("figure 2b: the broker's floor at figure 2's rate (workers stopped)")
+            rows.extend(await latency_floor(broker, rate / 2))
         if "1a" in only and processes > 1:
             print("figure 1a: same with one worker process")
             found, _ = await throughput(

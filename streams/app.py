@@ -55,6 +55,8 @@ ROUTING_WINDOW = 500
 #: per partition; with aiokafka's 16 KiB default a full batch made the stages
 #: wait for the one produce request in flight to the broker
 PRODUCER_MAX_BATCH_BYTES = 512 * 1024
+#: short: each stage's output waits this long for company; load fills batches anyway
+WORKER_PRODUCER_LINGER_MS = 2
 #: fetch wait of Faust's own consumer (spend topic, spend table changelog)
 SPEND_FETCH_MAX_WAIT_MS = 100
 
@@ -158,7 +160,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         broker_rebalance_timeout=kafka.rebalance_timeout_s,
         broker_request_timeout=max(kafka.session_timeout_s * 3, 30.0),
         broker_commit_interval=kafka.commit_interval_s,
-        producer_linger=0.002,  # short: ~45 ms idle round trips; load still fills batches
+        producer_linger=WORKER_PRODUCER_LINGER_MS / 1000,
         producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         web_enabled=True,
         web_bind=config.worker.web_host,

@@ -20,6 +20,9 @@ from streams.app import kafka_client_options
 from streams.config import FallbackConfig
 from topics.catalog import topic_catalog
 
+#: every ms the producer lingers is a ms of the caller's round trip
+CLIENT_PRODUCER_LINGER_MS = 1
+
 
 class FallbackClient:
     """Produces to `<prefix>requests` and reads `<prefix>responses`, deduped by request_id."""
@@ -31,9 +34,11 @@ class FallbackClient:
         self.fetch_max_wait_ms = config.kafka.fetch_max_wait_ms
         # 512 KiB batches: with aiokafka's 16 KiB a fast sender waits for every
         # produce request in flight (the worker's producer is set the same way).
-        # 1 ms linger: every ms here is a ms of the caller's round trip.
         self.producer = AIOKafkaProducer(
-            **self.options, linger_ms=1, acks="all", max_batch_size=512 * 1024
+            **self.options,
+            linger_ms=CLIENT_PRODUCER_LINGER_MS,
+            acks="all",
+            max_batch_size=512 * 1024,
         )
         self.consumer: AIOKafkaConsumer | None = None
         self._seen: set[str] = set()
