@@ -134,7 +134,8 @@ class Pipeline:
     async def publish_spend_when_due(self) -> None:
         """After each fetched batch: publish when the last publish is
         `SPEND_PUBLISH_INTERVAL_S` old, so other workers see a charge within
-        about that (plus the spend topic's hop) whatever the batch sizes."""
+        about that (plus the spend topic's hop) whatever the batch sizes; after
+        the last batch of a burst, the next commit publishes what is left."""
         if self.pending_spend and time.monotonic() - self.spend_published_at >= (
             SPEND_PUBLISH_INTERVAL_S
         ):
