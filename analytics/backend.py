@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from analytics.config import AnalyticsConfig
 from analytics.errors import AnalyticsError, AnalyticsUnavailable
-from streams.config import AnalyticsConfig
 
 # Settings both backends run with, so JSON output and DateTime parsing agree:
 # a ClickHouse server quotes UInt64 in JSON by default and parses only the

@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from analytics.backend import AnalyticsBackend, open_backend
+from analytics.config import AnalyticsConfig
 from analytics.errors import AnalyticsError, AnalyticsUnavailable, SinkBackpressure
 from analytics.migrate import apply_migrations
 from analytics.rows import RESPONSES_TABLE, VERDICTS_TABLE, response_row, verdict_row
 from schemas.events import Response, Verdict
-from streams.config import AnalyticsConfig
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.harness import PARTITIONS, quantile
 from streams.app import WORKER_PRODUCER_LINGER_MS
-from streams.broker import EmbeddedBroker
-from streams.client import CLIENT_PRODUCER_LINGER_MS
 from streams.config import KafkaConfig
+from streams.ops.broker import EmbeddedBroker
+from streams.ops.client import CLIENT_PRODUCER_LINGER_MS
 
 #: requests, tier.<name>, attempts.<name>, responses
 HOPS = 4

@@ -26,9 +26,9 @@ from bench.harness import (
     warm_up,
     workers_for,
 )
-from streams.broker import EmbeddedBroker
-from streams.client import FallbackClient
-from streams.worker_process import WorkerProcess
+from streams.ops.broker import EmbeddedBroker
+from streams.ops.client import FallbackClient
+from streams.ops.worker_process import WorkerProcess
 
 #: upper bounds that keep `make bench` to a few minutes whatever the speed
 MAX_REQUESTS = 60_000

@@ -27,10 +27,10 @@ from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.broker import EmbeddedBroker, free_port
-from streams.client import FallbackClient
 from streams.config import FallbackConfig, parse_config
-from streams.worker_process import WorkerProcess, running_worker
+from streams.ops.broker import EmbeddedBroker, free_port
+from streams.ops.client import FallbackClient
+from streams.ops.worker_process import WorkerProcess, running_worker
 
 PARTITIONS = 4
 _runs = itertools.count(1)

@@ -24,7 +24,7 @@ from bench.figures import (
     throughput,
 )
 from bench.harness import workdir
-from streams.broker import running_broker
+from streams.ops.broker import running_broker
 
 
 def print_table(rows: list[Row]) -> None:

@@ -4,7 +4,7 @@
     ├── EventError                   an event could not be read or written
     │   ├── EventDecodeError         bytes are not a valid event (bad JSON/Avro, wrong fields)
     │   └── EventTooLarge            the event exceeds the configured size limit
-    ├── ConfigError                  (streams.errors) the YAML config is invalid
+    ├── ConfigError                  the YAML config is invalid (names the field)
     ├── ModelError                   (streams.adapters.errors) a model call failed
     └── AnalyticsError               (analytics.errors) ClickHouse/chDB failed
 
@@ -35,3 +35,10 @@ class EventDecodeError(EventError):
 
 class EventTooLarge(EventDecodeError):
     """The event is larger than `worker.max_request_bytes`."""
+
+
+class ConfigError(FallbackError):
+    """The configuration file is missing or invalid; the message names the field.
+
+    Here rather than in streams/: analytics/ validates its own section and must
+    not import streams/."""

@@ -8,7 +8,7 @@ Topology (each arrow is a topic, keyed by request_id):
                                                                   └─▶ responses ─▶ callers, sink
 
 Every stage above is run by `StageConsumer` (batches through one consumer;
-streams/stage_consumer.py says why); Faust runs the worker around it and the
+streams/kafka/stage_consumer.py says why); Faust runs the worker around it and the
 spend agent (`spend` topic → tenant spend GlobalTable).
 
 Nothing else in the project constructs Kafka clients for the worker.
@@ -17,11 +17,9 @@ Nothing else in the project constructs Kafka clients for the worker.
 from __future__ import annotations
 
 import logging
-import ssl
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import faust
 from faust.types import StreamT
@@ -30,23 +28,25 @@ from analytics.errors import AnalyticsError
 from schemas.codec import register_faust_codecs
 from schemas.errors import EventDecodeError
 from streams.adapters.registry import build_adapter
-from streams.circuit import CircuitBreaker
-from streams.config import FallbackConfig, KafkaConfig
-from streams.consumed_record import ConsumedRecord
-from streams.dedupe import RecentKeys
-from streams.evaluator import evaluate_one
-from streams.kafka_tuning import set_fetch_max_wait_ms
-from streams.pipeline import Pipeline
-from streams.publisher import Publisher, PublishError
-from streams.quality import prepare_quality_checks
-from streams.router import route_one
-from streams.safety import SafetyScorer
-from streams.sink_agent import sink_responses, sink_verdicts
-from streams.spend_table import TenantSpendLedger, build_spend_table, count_spend
-from streams.stage_consumer import Stage, StageConsumer
-from streams.tier_agent import call_tier
-from streams.web import register_pages
-from topics.catalog import TopicCatalog, topic_catalog
+from streams.config import FallbackConfig
+from streams.evaluation.circuit import CircuitBreaker
+from streams.evaluation.quality import prepare_quality_checks
+from streams.evaluation.safety import SafetyScorer
+from streams.kafka.client_options import faust_credentials, kafka_client_options
+from streams.kafka.consumed_record import ConsumedRecord
+from streams.kafka.faust_tuning import set_fetch_max_wait_ms
+from streams.kafka.publisher import Publisher, PublishError
+from streams.kafka.stage_consumer import Stage, StageConsumer
+from streams.kafka.topics import pipeline_topics
+from streams.stages.call import call_tier
+from streams.stages.context import Pipeline
+from streams.stages.evaluate import evaluate_one
+from streams.stages.route import route_one
+from streams.stages.sink import sink_responses, sink_verdicts
+from streams.state.recent_keys import RecentKeys
+from streams.state.tenant_spend import TenantSpendLedger, build_spend_table, count_spend
+from streams.web.pages import register_pages
+from topics.catalog import TopicCatalog
 
 log = logging.getLogger(__name__)
 
@@ -93,45 +93,6 @@ class FallbackApp:
     topics: TopicCatalog
 
 
-def kafka_client_options(kafka: KafkaConfig) -> dict[str, Any]:
-    """aiokafka options (admin client, callers' clients) matching the worker's."""
-    if kafka.bootstrap_servers is None:
-        raise ValueError("kafka.bootstrap_servers is not set (start the embedded broker first)")
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
-    }
-    if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = kafka_ssl_context(kafka)
-    if kafka.sasl_mechanism is not None:
-        password = kafka.sasl_password()
-        options["sasl_mechanism"] = kafka.sasl_mechanism
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = password.get_secret_value() if password else None
-    return options
-
-
-def kafka_ssl_context(kafka: KafkaConfig) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=kafka.ssl_cafile)
-    if kafka.ssl_certfile is not None:
-        context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
-    return context
-
-
-def faust_credentials(kafka: KafkaConfig) -> Any:
-    if kafka.sasl_mechanism is not None:
-        password = kafka.sasl_password()
-        return faust.SASLCredentials(
-            username=kafka.sasl_username,
-            password=password.get_secret_value() if password else None,
-            mechanism=kafka.sasl_mechanism,
-            ssl_context=kafka_ssl_context(kafka) if kafka.security_protocol == "SASL_SSL" else None,
-        )
-    if kafka.security_protocol == "SSL":
-        return faust.SSLCredentials(kafka_ssl_context(kafka))
-    return None
-
-
 def build_app(config: FallbackConfig) -> FallbackApp:
     kafka = config.kafka
     if kafka.bootstrap_servers is None:
@@ -169,7 +130,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         web_in_thread=False,
     )
     Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
-    catalog = topic_catalog(config)
+    catalog = pipeline_topics(config)
     pipeline = Pipeline(
         config=config,
         topics=catalog,

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from streams.broker import EmbeddedBroker, free_port, running_broker
 from streams.config import FallbackConfig, parse_config
-from streams.worker_process import running_worker
-from tests.pipeline_harness import PipelineHarness
+from streams.ops.broker import EmbeddedBroker, free_port, running_broker
+from streams.ops.worker_process import running_worker
+from tests.pipeline.harness import PipelineHarness
 
 _names = itertools.count(1)
 
@@ -32,7 +32,7 @@ def scripted_tier(name: str, **overrides: Any) -> dict[str, Any]:
         "name": name,
         "adapter": {
             "kind": "python",
-            "callable": "tests.pipeline_models:scripted",
+            "callable": "tests.pipeline.models:scripted",
             "options": {"tier": name},
         },
         "price": {"per_call_usd": 0.001},
@@ -97,7 +97,7 @@ def shared_pipeline_config(broker: EmbeddedBroker, tmp: Path) -> FallbackConfig:
                     "min_confidence": 0.8,
                     "safety": True,
                     "quality": [
-                        {"check": "callable", "callable": "tests.pipeline_models:fact_check"}
+                        {"check": "callable", "callable": "tests.pipeline.models:fact_check"}
                     ],
                 },
                 retry={"max_retries": 1, "initial_backoff_ms": 20},

@@ -1,10 +1,11 @@
-"""Every topic of the pipeline, derived from the config.  Agents never format names."""
+"""Every topic of the pipeline, derived from plain values (prefix, tiers, retention).
+
+Stages never format topic names; `streams/kafka/topics.py` feeds the config in."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-from streams.config import FallbackConfig
 
 HOUR_MS = 3_600_000
 
@@ -41,66 +42,77 @@ class TopicCatalog:
         return self.attempt_topics[name]
 
 
+@dataclass(frozen=True)
+class RetentionHours:
+    """How long each kind of topic keeps its records."""
+
+    requests: float = 168
+    internal: float = 24
+    responses: float = 168
+    dlq: float = 720
+
+
 SPEND_TABLE = "tenant_spend"
 
 
-def spend_changelog_topic(config: FallbackConfig) -> str:
+def spend_changelog_topic(app_id: str) -> str:
     """Faust names a table's changelog `<app id>-<table>-changelog`."""
-    return f"{config.worker.app_id}-{SPEND_TABLE}-changelog"
+    return f"{app_id}-{SPEND_TABLE}-changelog"
 
 
-def topic_catalog(config: FallbackConfig) -> TopicCatalog:
-    kafka = config.kafka
-    prefix = kafka.topic_prefix
-    retention = kafka.retention
+def topic_catalog(
+    *,
+    prefix: str,
+    tiers: Sequence[str],
+    partitions: int,
+    replication_factor: int,
+    retention: RetentionHours,
+    app_id: str,
+) -> TopicCatalog:
 
     def spec(name: str, hours: float, purpose: str) -> TopicSpec:
         return TopicSpec(
             name=prefix + name,
-            partitions=kafka.partitions,
-            replication_factor=kafka.replication_factor,
+            partitions=partitions,
+            replication_factor=replication_factor,
             retention_ms=int(hours * HOUR_MS),
             purpose=purpose,
         )
 
     specs = [
-        spec("requests", retention.requests_hours, "callers' requests (JSON)"),
-        spec("responses", retention.responses_hours, "one final response per request (JSON)"),
-        spec("verdicts", retention.internal_hours, "one verdict per attempt (Avro)"),
-        spec("dlq", retention.dlq_hours, "events no stage could process, with the reason"),
+        spec("requests", retention.requests, "callers' requests (JSON)"),
+        spec("responses", retention.responses, "one final response per request (JSON)"),
+        spec("verdicts", retention.internal, "one verdict per attempt (Avro)"),
+        spec("dlq", retention.dlq, "events no stage could process, with the reason"),
         # One partition: the budget table is a Faust GlobalTable whose changelog
-        # partition follows the spend event's partition (see streams/spend_table.py).
+        # partition follows the spend event's partition (see streams/state/tenant_spend.py).
         TopicSpec(
             name=prefix + "spend",
             partitions=1,
-            replication_factor=kafka.replication_factor,
-            retention_ms=int(retention.internal_hours * HOUR_MS),
+            replication_factor=replication_factor,
+            retention_ms=int(retention.internal * HOUR_MS),
             purpose="charged attempts keyed by tenant (Avro)",
         ),
         TopicSpec(
-            name=spend_changelog_topic(config),
+            name=spend_changelog_topic(app_id),
             partitions=1,
-            replication_factor=kafka.replication_factor,
+            replication_factor=replication_factor,
             retention_ms=-1,
             purpose="Faust changelog of the tenant spend table",
             compacted=True,
         ),
     ]
-    for tier in config.tiers:
-        specs.append(
-            spec(f"tier.{tier.name}", retention.internal_hours, f"requests for {tier.name}")
-        )
-        specs.append(
-            spec(f"attempts.{tier.name}", retention.internal_hours, f"answers of {tier.name}")
-        )
+    for tier in tiers:
+        specs.append(spec(f"tier.{tier}", retention.internal, f"requests for {tier}"))
+        specs.append(spec(f"attempts.{tier}", retention.internal, f"answers of {tier}"))
     return TopicCatalog(
         requests=prefix + "requests",
         responses=prefix + "responses",
         verdicts=prefix + "verdicts",
         dlq=prefix + "dlq",
         spend=prefix + "spend",
-        spend_changelog=spend_changelog_topic(config),
-        tier_topics={t.name: f"{prefix}tier.{t.name}" for t in config.tiers},
-        attempt_topics={t.name: f"{prefix}attempts.{t.name}" for t in config.tiers},
+        spend_changelog=spend_changelog_topic(app_id),
+        tier_topics={t: f"{prefix}tier.{t}" for t in tiers},
+        attempt_topics={t: f"{prefix}attempts.{t}" for t in tiers},
         specs=tuple(specs),
     )

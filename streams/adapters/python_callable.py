@@ -34,10 +34,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from schemas.errors import ConfigError
 from streams.adapters.base import Generation, ModelCall
 from streams.adapters.errors import MalformedResponse, ModelError, ModelUnavailable
 from streams.config import PythonCallableConfig
-from streams.errors import ConfigError
 
 __all__ = ["ENVELOPE_KEYS", "PythonCallableAdapter", "import_callable"]
 

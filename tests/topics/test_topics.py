@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from streams.app import kafka_client_options
-from streams.broker import EmbeddedBroker
 from streams.config import parse_config
-from topics.catalog import topic_catalog
+from streams.kafka.client_options import kafka_client_options
+from streams.kafka.topics import pipeline_topics
+from streams.ops.broker import EmbeddedBroker
 from topics.declare import declare_topics
 
 
@@ -25,7 +25,7 @@ def config_for(prefix: str, bootstrap: str | None = None) -> object:
 
 
 def test_every_topic_name_comes_from_the_prefix_and_tiers() -> None:
-    catalog = topic_catalog(config_for("acme."))  # type: ignore[arg-type]
+    catalog = pipeline_topics(config_for("acme."))  # type: ignore[arg-type]
     assert catalog.requests == "acme.requests" and catalog.responses == "acme.responses"
     assert catalog.tier("local") == "acme.tier.local"
     assert catalog.attempts("primary") == "acme.attempts.primary"
@@ -38,7 +38,7 @@ def test_every_topic_name_comes_from_the_prefix_and_tiers() -> None:
 @pytest.mark.asyncio(loop_scope="session")
 async def test_declare_creates_topics_with_explicit_partitions(broker: EmbeddedBroker) -> None:
     config = config_for("declared.", broker.bootstrap_servers)
-    catalog = topic_catalog(config)  # type: ignore[arg-type]
+    catalog = pipeline_topics(config)  # type: ignore[arg-type]
     options = kafka_client_options(config.kafka)  # type: ignore[attr-defined]
     partitions = await declare_topics(catalog.specs, options)
     assert partitions[catalog.requests] == 3 and partitions[catalog.spend] == 1

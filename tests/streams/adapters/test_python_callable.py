@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from schemas.errors import ConfigError
 from streams.adapters.base import ModelCall
 from streams.adapters.errors import MalformedResponse, ModelUnavailable, RateLimited
 from streams.adapters.python_callable import PythonCallableAdapter
 from streams.config import PythonCallableConfig
-from streams.errors import ConfigError
 
 SAMPLES = "tests.streams.adapters.sample_callables"
 

@@ -1,0 +1,384 @@
+"""The pipeline's stages read their topics in batches through one Kafka consumer.
+
+Why not one Faust agent per stage: Faust hands every record through its own
+consumer thread, conductor, channel queue and stream iterator one at a time.
+On this 2-core machine a bare Faust echo hop (consume one, produce one) moved
+about 2,000 records/s; the same hop reading batches with aiokafka's
+`getmany` moved about 20,000.  A request takes three hops (router, tier,
+evaluator) plus two sink reads, so the per-record path decided the
+throughput of the whole system.  Faust still runs the worker around this
+service: lifecycle and signals, the web pages, the producer, and the tenant
+spend GlobalTable with its agent.
+
+What a stage promises, and what this service guarantees in return:
+
+- A handler returns once the record's outputs are in the producer's batch
+  (`Publisher.enqueue`), or returns a future when the record is only durable
+  later (the ClickHouse sink: once its row is written).
+- A record is committable once it and every earlier record of its partition
+  are finished (`OffsetTracker`; see faust-streaming #606 in inflight.py).
+- A commit first flushes the producer and refuses, crashing the worker, if
+  any enqueued record failed delivery: a restart then re-reads the events.
+- A concurrent stage (model calls) runs each record in its own task, at most
+  `window` at once; the rest wait in a backlog and the stage's partitions are
+  paused, so a slow tier never blocks the other stages' partitions.  Other
+  stages run their records one by one in fetch order: they only do CPU work.
+- Within a fetched batch, later stages go first (evaluators before tiers
+  before the router), and each fetch takes at most
+  `kafka.max_partition_fetch_bytes` per partition: a flood of new requests
+  then cannot hold back the requests already under way.  For the same reason
+  the entry stage (router) pauses while more than `max_queued_records` wait
+  in the later stages' partitions: new requests wait in their topic.
+- On a rebalance, running work gets a bounded time to finish and be
+  committed before the revoked partitions go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from streams.kafka.consumed_record import ConsumedRecord
+from streams.kafka.offsets import InFlightRecord, OffsetTracker
+from streams.kafka.publisher import PublishError
+
+log = logging.getLogger(__name__)
+
+#: records one fetch hands over at most; bounds how far a stage overshoots its window
+FETCH_MAX_RECORDS = 1000
+#: on shutdown and on revocation, how long running work may take to finish at most
+DRAIN_S = 5.0
+
+#: a handler returns None when done, or a future that resolves when the record is durable
+Handler = Callable[[ConsumedRecord], Awaitable["asyncio.Future[Any] | None"]]
+#: decides what a failed record means: True = settled (dead-lettered), False = leave un-finished
+ErrorHandler = Callable[[ConsumedRecord, Exception, str], Awaitable[bool]]
+
+
+@dataclass(eq=False)
+class Stage:
+    name: str
+    topic: str
+    handle: Handler
+    #: unfinished records of this stage before its partitions pause
+    window: int
+    #: each record in its own task (model calls that wait); else in fetch order
+    concurrent: bool = False
+    #: a fetched batch is handled highest first: finish requests before admitting new ones
+    priority: int = 0
+    #: the entry stage (router) pauses while too much work is queued in the pipeline
+    entry: bool = False
+    #: records waiting on this stage's partitions count as work under way
+    in_pipeline: bool = False
+    unfinished: int = 0
+    #: concurrent stages: records whose task has started and not yet ended
+    active: int = 0
+    backlog: deque[tuple[InFlightRecord, ConsumedRecord]] = field(default_factory=deque)
+    running: set[asyncio.Task[None]] = field(default_factory=set)
+    paused: bool = False
+
+
+class StageConsumer(Service):
+    """One consumer (group `<app_id>-pipeline`) for every stage topic of a worker."""
+
+    def __init__(
+        self,
+        *,
+        stages: list[Stage],
+        consumer_options: dict[str, Any],
+        producer: Any,
+        delivery_problem: Callable[[], str | None],
+        on_error: ErrorHandler,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
+        after_batch: Callable[[], Awaitable[None]] | None = None,
+        commit_interval_s: float = 1.0,
+        rebalance_timeout_s: float = 10.0,
+        max_queued_records: int = 2000,
+        **kwargs: Any,
+    ) -> None:
+        self.stages = {stage.topic: stage for stage in stages}
+        self.consumer_options = consumer_options
+        self.producer = producer
+        self.delivery_problem = delivery_problem
+        self.on_error = on_error
+        self.before_commit = before_commit
+        self.after_batch = after_batch
+        self.commit_interval_s = commit_interval_s
+        # A revoked member must rejoin within the rebalance timeout: drain in half of it.
+        self.revoke_drain_s = min(DRAIN_S, rebalance_timeout_s / 2)
+        self.tracker = OffsetTracker()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.rebalancing = False
+        self.stalled = 0
+        self._loops: list[asyncio.Task[None]] = []
+        #: per partition, the offset after the last record fetched
+        self.fetched: dict[TopicPartition, int] = {}
+        #: records queued for the later stages above which the entry stage pauses
+        self.max_queued_records = max_queued_records
+        self.admitting = True
+        self.admission_pauses = 0
+        self._commit_lock = asyncio.Lock()
+        super().__init__(**kwargs)
+
+    # ---------------------------------------------------------- lifecycle ----
+
+    async def on_start(self) -> None:
+        self.consumer = AIOKafkaConsumer(
+            **self.consumer_options, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        self.consumer.subscribe(list(self.stages), listener=_Rebalance(self))
+        await self.consumer.start()
+        self._loops = [
+            asyncio.create_task(self._consume(), name="stage-consumer"),
+            asyncio.create_task(self._commit_every_interval(), name="stage-commits"),
+        ]
+
+    async def on_stop(self) -> None:
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self.consumer is None:
+            return
+        await self._drain(None, DRAIN_S)
+        try:
+            await self.commit()
+        except (KafkaError, PublishError) as exc:
+            log.warning("final commit failed (%s): uncommitted events will be re-read", exc)
+        for stage in self.stages.values():
+            for task in list(stage.running):
+                task.cancel()
+        await self.consumer.stop()
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment()) if self.consumer is not None else set()
+
+    def in_flight(self) -> dict[str, int]:
+        return {stage.name: stage.unfinished for stage in self.stages.values()}
+
+    # ------------------------------------------------------------ consume ----
+
+    async def _consume(self) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=FETCH_MAX_RECORDS)
+                for tp, messages in sorted(batch.items(), key=self._priority):
+                    stage = self.stages[tp.topic]
+                    for message in messages:
+                        record = ConsumedRecord(
+                            tp.topic,
+                            tp.partition,
+                            message.offset,
+                            message.key,
+                            message.value or b"",
+                        )
+                        entry = self.tracker.track(tp, message.offset)
+                        stage.unfinished += 1
+                        if not stage.concurrent:
+                            await self._run(stage, entry, record)
+                        elif stage.active < stage.window and not stage.backlog:
+                            self._start(stage, entry, record)
+                        else:
+                            stage.backlog.append((entry, record))
+                    self.fetched[tp] = messages[-1].offset + 1
+                    self._pause_if_full(stage)
+                self._admit_if_room()
+                if self.after_batch is not None and batch:
+                    await self.after_batch()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the consumer itself failed: let the worker restart
+            log.critical("stage consumer failed: %r", exc)
+            await self.crash(exc)
+
+    def _priority(self, item: tuple[TopicPartition, Any]) -> int:
+        return -self.stages[item[0].topic].priority
+
+    def _start(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
+        stage.active += 1
+        task = asyncio.create_task(self._run_in_slot(stage, entry, record))
+        stage.running.add(task)
+        task.add_done_callback(stage.running.discard)
+
+    async def _run_in_slot(
+        self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord
+    ) -> None:
+        try:
+            await self._run(stage, entry, record)
+        finally:
+            stage.active -= 1
+            while stage.backlog and stage.active < stage.window:
+                self._start(stage, *stage.backlog.popleft())
+            self._resume_if_room(stage)
+
+    async def _run(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
+        try:
+            durable = await stage.handle(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception(
+                "%s: error on %s[%d]@%d", stage.name, record.topic, record.partition, record.offset
+            )
+            if await self.on_error(record, exc, stage.name):
+                self._finish(stage, entry)
+            else:
+                self._stall(stage, entry)
+            return
+        if durable is None:
+            self._finish(stage, entry)
+        else:
+            durable.add_done_callback(lambda done: self._on_durable(stage, entry, done))
+
+    def _on_durable(self, stage: Stage, entry: InFlightRecord, done: asyncio.Future[Any]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            log.error("%s: record at offset %d not durable: %r", stage.name, entry.offset, done)
+            self._stall(stage, entry)
+        else:
+            self._finish(stage, entry)
+
+    def _finish(self, stage: Stage, entry: InFlightRecord) -> None:
+        self.tracker.finish(entry)
+        self._release(stage)
+
+    def _stall(self, stage: Stage, entry: InFlightRecord) -> None:
+        """Outputs could not be delivered or written: the record stays un-finished
+        in the tracker, so its partition's commits stop there and a restart
+        re-reads it; it no longer takes a slot of the stage's window."""
+        self.stalled += 1
+        self._release(stage)
+
+    def _release(self, stage: Stage) -> None:
+        stage.unfinished -= 1
+        self._resume_if_room(stage)
+
+    def _resume_if_room(self, stage: Stage) -> None:
+        if stage.entry and not self.admitting:
+            return
+        if stage.paused and stage.unfinished < stage.window and not stage.backlog:
+            self._set_paused(stage, False)
+
+    def queued_in_pipeline(self) -> int:
+        """Records the broker holds for this worker's pipeline partitions, not fetched yet."""
+        consumer = self.consumer
+        assert consumer is not None
+        queued = 0
+        for tp in consumer.assignment():
+            stage = self.stages[tp.topic]
+            if stage.in_pipeline and tp in self.fetched:
+                queued += max((consumer.highwater(tp) or 0) - self.fetched[tp], 0)
+        return queued + sum(len(s.backlog) for s in self.stages.values())
+
+    def _admit_if_room(self) -> None:
+        """Admission control: while the later stages have a queue, new requests wait
+        in the requests topic, so those under way finish first (a flood of requests
+        otherwise delayed every response for seconds)."""
+        admitting = self.queued_in_pipeline() < self.max_queued_records
+        if admitting != self.admitting:
+            self.admitting = admitting
+            self.admission_pauses += not admitting
+            for stage in self.stages.values():
+                if stage.entry:
+                    self._set_paused(stage, not admitting or stage.unfinished >= stage.window)
+
+    def _pause_if_full(self, stage: Stage) -> None:
+        if not stage.paused and (stage.unfinished >= stage.window or stage.backlog):
+            self._set_paused(stage, True)
+
+    def _set_paused(self, stage: Stage, paused: bool) -> None:
+        stage.paused = paused
+        if self.consumer is None:
+            return
+        tps = [tp for tp in self.consumer.assignment() if tp.topic == stage.topic]
+        if paused:
+            self.consumer.pause(*tps)
+        else:
+            self.consumer.resume(*tps)
+
+    # ------------------------------------------------------------- commit ----
+
+    async def _commit_every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self.commit_interval_s)
+            try:
+                await self.commit()
+            except KafkaError as exc:  # e.g. a rebalance in progress: the next one retries
+                log.warning("commit failed, retrying next interval: %s", exc)
+            except PublishError as exc:
+                log.critical("%s", exc)
+                await self.crash(exc)  # a restart re-reads the uncommitted events
+                return
+
+    async def commit(self) -> None:
+        """Commit every finished offset whose outputs are delivered."""
+        consumer = self.consumer
+        assert consumer is not None
+        async with self._commit_lock:
+            offsets = self.tracker.to_commit()
+            if not offsets:
+                return
+            if self.before_commit is not None:
+                await self.before_commit()
+            # Every record enqueued for these offsets was enqueued before they
+            # became committable, so after this flush each is delivered or failed.
+            await self.producer.flush()
+            problem = self.delivery_problem()
+            if problem is not None:
+                raise PublishError(f"refusing to commit offsets: {problem}")
+            await consumer.commit(offsets)
+            self.tracker.mark_committed(offsets)
+
+    # ---------------------------------------------------------- rebalance ----
+
+    async def _drain(self, tps: set[TopicPartition] | None, seconds: float) -> None:
+        """Drop waiting records (of `tps`, or all); give running work `seconds` to finish."""
+        for stage in self.stages.values():
+            kept = deque(
+                item for item in stage.backlog if tps is not None and item[0].tp not in tps
+            )
+            stage.unfinished -= len(stage.backlog) - len(kept)  # re-read by the next owner
+            stage.backlog = kept
+            self._resume_if_room(stage)
+        deadline = time.monotonic() + seconds
+        # `unfinished` counts running records and those awaiting durability (the
+        # sink), not stalled ones: those will not finish by waiting.
+        while time.monotonic() < deadline and any(s.unfinished for s in self.stages.values()):
+            await asyncio.sleep(0.05)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.rebalancing = True
+        await self._drain(revoked, self.revoke_drain_s)
+        try:
+            await self.commit()
+        except (KafkaError, PublishError) as exc:
+            log.warning("commit on revocation failed (%s): the next owner re-reads", exc)
+        self.tracker.forget(revoked)
+        for tp in revoked:
+            self.fetched.pop(tp, None)
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.rebalancing = False
+        for stage in self.stages.values():
+            if stage.paused:
+                self._set_paused(stage, True)  # pause state is per partition: re-apply
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: StageConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.owner.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.owner.on_assigned(assigned)

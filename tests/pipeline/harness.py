@@ -1,0 +1,142 @@
+"""Drive a real worker process through Kafka like a caller does, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections import Counter
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.codec import decode_response
+from schemas.events import Request, Response
+from streams.app import stage_group_id
+from streams.config import FallbackConfig
+from streams.kafka.client_options import kafka_client_options
+from streams.ops.client import FallbackClient
+from streams.ops.worker_process import WorkerProcess
+
+_ids = itertools.count(1)
+
+
+class PipelineHarness:
+    """Sends requests, keeps every response (and how often each came), reads other topics."""
+
+    def __init__(self, config: FallbackConfig, worker: WorkerProcess) -> None:
+        self.config = config
+        self.worker = worker
+        self.client = FallbackClient(config)
+        self.responses: dict[str, Response] = {}
+        self.response_counts: Counter[str] = Counter()
+        self._waiters: dict[str, asyncio.Future[Response]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.client.__aenter__()
+        await self.client.listen_from_now()
+        self._reader = asyncio.create_task(self._read_responses())
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        await self.client.__aexit__(None, None, None)
+
+    async def _read_responses(self) -> None:
+        consumer = self.client.consumer
+        assert consumer is not None
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            for records in batch.values():
+                for record in records:
+                    response = decode_response(record.value, self.client.response_format)
+                    self.response_counts[response.request_id] += 1
+                    self.responses.setdefault(response.request_id, response)
+                    waiter = self._waiters.pop(response.request_id, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(response)
+
+    def new_request(self, script: dict[str, str] | None = None, **fields: Any) -> Request:
+        request_id = fields.pop("request_id", None) or f"req-{next(_ids)}"
+        payload = fields.pop("input", None) or {}
+        if script:
+            payload = {**payload, "script": script}
+        return Request(request_id=request_id, input=payload, **fields)
+
+    def expect(self, request_id: str) -> asyncio.Future[Response]:
+        """A future for the first response to `request_id` (sent by anyone)."""
+        if request_id in self._waiters:
+            return self._waiters[request_id]
+        waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        if request_id in self.responses:
+            waiter.set_result(self.responses[request_id])
+        else:
+            self._waiters[request_id] = waiter
+        return waiter
+
+    async def send(self, request: Request) -> asyncio.Future[Response]:
+        waiter = self.expect(request.request_id)
+        await self.client.send(request)
+        return waiter
+
+    async def ask(
+        self, script: dict[str, str] | None = None, timeout_s: float = 30.0, **fields: Any
+    ) -> Response:
+        request = self.new_request(script, **fields)
+        waiter = await self.send(request)
+        await self.client.producer.flush()
+        return await asyncio.wait_for(waiter, timeout_s)
+
+    async def ask_many(self, requests: list[Request], timeout_s: float = 60.0) -> list[Response]:
+        waiters = [await self.send(r) for r in requests]
+        await self.client.producer.flush()
+        return list(await asyncio.wait_for(asyncio.gather(*waiters), timeout_s))
+
+    async def send_raw(self, value: bytes, key: bytes | None = None) -> None:
+        await self.client.send_raw(value, key)
+
+    async def read_topic(self, topic: str, until: int, timeout_s: float = 20.0) -> list[Any]:
+        """Every record of `topic` from the beginning, once at least `until` are there."""
+        consumer = AIOKafkaConsumer(
+            **kafka_client_options(self.config.kafka), enable_auto_commit=False
+        )
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            records: list[Any] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while loop.time() < deadline and len(records) < until:
+                batch = await consumer.getmany(timeout_ms=200)
+                for part in batch.values():
+                    records.extend(part)
+            return records
+        finally:
+            await consumer.stop()
+
+    async def dead_letters(self, until: int) -> list[dict[str, Any]]:
+        records = await self.read_topic(self.client.topics.dlq, until)
+        return [json.loads(r.value) for r in records]
+
+    async def committed_offsets(self, topic: str) -> dict[int, int | None]:
+        """The worker group's committed offsets (read without joining the group)."""
+        consumer = AIOKafkaConsumer(
+            **kafka_client_options(self.config.kafka),
+            group_id=stage_group_id(self.config),
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
+        finally:
+            await consumer.stop()
+
+
+def triggers(response: Response) -> list[tuple[str, str | None]]:
+    """(tier, trigger) per attempt, in order: the fallback path at a glance."""
+    return [(a.tier, a.trigger.value if a.trigger else None) for a in response.attempts]
