@@ -27,6 +27,9 @@ class Trigger(StrEnum):
 
     TIMEOUT = "timeout"
     ERROR = "error"
+    #: the request itself was refused (adapter input rejection, non-finite features,
+    #: a 4xx other than 408/429): the next tier may take it; never counts against health
+    BAD_REQUEST = "bad_request"
     RATE_LIMITED = "rate_limited"
     TRUNCATED = "truncated"
     CONTEXT_LENGTH = "context_length"
@@ -54,6 +57,7 @@ class FallbackType(StrEnum):
 _TYPE_OF_TRIGGER: dict[Trigger, FallbackType] = {
     Trigger.TIMEOUT: FallbackType.RELIABILITY,
     Trigger.ERROR: FallbackType.RELIABILITY,
+    Trigger.BAD_REQUEST: FallbackType.RELIABILITY,
     Trigger.RATE_LIMITED: FallbackType.RELIABILITY,
     Trigger.TRUNCATED: FallbackType.RELIABILITY,
     Trigger.CONTEXT_LENGTH: FallbackType.RELIABILITY,
