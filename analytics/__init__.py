@@ -7,28 +7,8 @@ sink.py        ClickHouseSink (batching writer), open_sink
 queries.py     the query library (fallback rates, SLA, latency, cost, triggers, series)
 report.py      build_report / render_report
 errors.py      AnalyticsError and its subclasses
+config.py      AnalyticsConfig, the `analytics:` section of the config
+
+Nothing is imported here: the worker's config imports `analytics.config`, and
+callers' tools must not pay for loading chDB.
 """
-
-from analytics.backend import AnalyticsBackend, ChdbBackend, ClickHouseServerBackend, open_backend
-from analytics.errors import AnalyticsError, AnalyticsUnavailable, MigrationError, SinkBackpressure
-from analytics.migrate import apply_migrations
-from analytics.report import Report, build_report, render_report
-from analytics.sink import ClickHouseSink, RowReceipt, open_sink
-
-__all__ = [
-    "AnalyticsBackend",
-    "AnalyticsError",
-    "AnalyticsUnavailable",
-    "ChdbBackend",
-    "ClickHouseServerBackend",
-    "ClickHouseSink",
-    "MigrationError",
-    "Report",
-    "RowReceipt",
-    "SinkBackpressure",
-    "apply_migrations",
-    "build_report",
-    "open_backend",
-    "open_sink",
-    "render_report",
-]

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from analytics.config import AnalyticsConfig
 from analytics.errors import AnalyticsError, AnalyticsUnavailable
+from schemas.errors import ConfigError
 
 # Settings both backends run with, so JSON output and DateTime parsing agree:
 # a ClickHouse server quotes UInt64 in JSON by default and parses only the
@@ -227,6 +228,8 @@ def _error_from_client(exc: Exception, action: str) -> AnalyticsError:
 def open_backend(config: AnalyticsConfig) -> AnalyticsBackend:
     """The backend the config names, with its database created if missing."""
     if config.backend == "chdb":
+        if config.chdb_path is None:
+            raise ConfigError("analytics.chdb_path is not set (the worker's config sets it)")
         return ChdbBackend(config.chdb_path, config.database)
     return ClickHouseServerBackend(
         config.url, config.database, username=config.username, password=config.password()

@@ -33,7 +33,8 @@ def secret_from_env(variable: str | None, field: str) -> SecretStr | None:
 class AnalyticsConfig(Strict):
     enabled: bool = True
     backend: Literal["chdb", "clickhouse"] = "chdb"
-    chdb_path: str = ".data/chdb"
+    #: chDB data directory; unset, `<worker.data_dir>/chdb` (the worker's config fills it in)
+    chdb_path: str | None = None
     url: str = "http://localhost:8123"
     database: str = Field(default="model_fallback", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     username: str = "default"

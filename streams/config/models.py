@@ -10,6 +10,7 @@ The analytics section is analytics/'s own model (`analytics/config.py`).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -336,6 +337,15 @@ class FallbackConfig(Strict):
     budgets: BudgetsConfig = BudgetsConfig()
     policy: PolicyConfig = PolicyConfig()
     safety: SafetyConfig = SafetyConfig()
+
+    @model_validator(mode="after")
+    def _data_paths_follow_data_dir(self) -> FallbackConfig:
+        """Unset data paths live under `worker.data_dir`, so one key moves them all."""
+        if self.analytics.chdb_path is None:
+            chdb_path = str(Path(self.worker.data_dir) / "chdb")
+            analytics = self.analytics.model_copy(update={"chdb_path": chdb_path})
+            object.__setattr__(self, "analytics", analytics)  # frozen: set once, while validating
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> FallbackConfig:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
-import faust
-
 from streams.config import KafkaConfig
 
 
@@ -37,6 +35,8 @@ def kafka_ssl_context(kafka: KafkaConfig) -> ssl.SSLContext:
 
 
 def faust_credentials(kafka: KafkaConfig) -> Any:
+    import faust  # here, not at the top: callers' tools (`fallback send`) never load Faust
+
     if kafka.sasl_mechanism is not None:
         password = kafka.sasl_password()
         return faust.SASLCredentials(

@@ -1,4 +1,5 @@
-"""`fallback`: the command line.  It parses options and calls into streams/ or analytics/."""
+"""`fallback`, the command line: options are parsed here, the work is done in
+streams/ and analytics/.  Bad input is one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -8,16 +9,24 @@ import signal
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from schemas.errors import ConfigError, FallbackError
 from streams.config import FallbackConfig, load_config
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+USER_HELP = """model-fallback: tiered model fallback as a Kafka streaming pipeline.
+
+Each request goes to the first eligible tier; an evaluation layer accepts the
+answer or rejects it, and a rejected request falls through to the next tier.
+Start with `fallback demo` (embedded broker and chDB, nothing to install).
+"""
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=USER_HELP)
 # Reports are wide tables: when piped (CI, `make demo | tee`), rich would assume 80 columns.
 console = Console(width=None if Console().is_terminal else 160)
 err_console = Console(stderr=True)
@@ -33,6 +42,19 @@ BootstrapOption = Annotated[
         envvar="FALLBACK_BOOTSTRAP_SERVERS",
     ),
 ]
+
+
+def fail(message: str) -> NoReturn:
+    """Bad user input: one line on stderr, exit code 2 (no traceback)."""
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def json_option(text: str, option: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"{option} is not valid JSON: {exc}")
 
 
 def load(config_path: Path, bootstrap: str | None) -> FallbackConfig:
@@ -123,21 +145,27 @@ def send(
     if input_json is None and prompt is None:
         err_console.print("[red]give --input JSON or --prompt TEXT[/red]")
         raise typer.Exit(2)
-    payload: dict[str, Any] = (
-        json.loads(input_json)
+    payload = (
+        json_option(input_json, "--input")
         if input_json
         else {"messages": [{"role": "user", "content": prompt}]}
     )
-    request = Request(
-        request_id=request_id or str(uuid.uuid4()),
-        tenant=tenant,
-        input=payload,
-        deadline_ms=deadline_ms,
-        max_cost_usd=max_cost_usd,
-        region=region,
-        tags=tag or [],
-        params=json.loads(params_json) if params_json else {},
-    )
+    try:
+        request = Request(
+            request_id=request_id or str(uuid.uuid4()),
+            tenant=tenant,
+            input=payload,
+            deadline_ms=deadline_ms,
+            max_cost_usd=max_cost_usd,
+            region=region,
+            tags=tag or [],
+            params=json_option(params_json, "--params") if params_json else {},
+        )
+    except ValidationError as exc:
+        fail(
+            "not a valid request: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        )
 
     async def run() -> dict[str, Any] | None:
         async with FallbackClient(settings) as client:
@@ -208,14 +236,17 @@ def _since(minutes: float | None) -> Any:
 
 @cli.command()
 def demo(
-    config: Annotated[Path, typer.Option("--config", "-c")] = Path("examples/demo.yaml"),
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="default: the bundled demo config"),
+    ] = None,
     requests: Annotated[int, typer.Option(help="how many digit requests to send")] = 2000,
     rate: Annotated[float, typer.Option(help="requests per second")] = 50.0,
 ) -> None:
     """Start a broker and a worker, send digit requests, print the report and accuracy."""
-    from streams.ops.demo import run_demo
+    from streams.ops.demo import DEMO_CONFIG, run_demo
 
-    settings = load(config, None)
+    settings = load(config or DEMO_CONFIG, None)
     raise typer.Exit(run_demo(settings, requests=requests, rate=rate, console=console))
 
 

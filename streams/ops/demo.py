@@ -25,7 +25,8 @@ from streams.ops.broker import free_port, running_broker
 from streams.ops.client import FallbackClient
 from streams.ops.worker_process import WorkerProcess, running_worker
 
-DEMO_DIR = Path(".data/demo")
+#: the demo's own config, shipped inside the package (works from any directory)
+DEMO_CONFIG = Path(__file__).with_name("demo.yaml")
 
 
 async def send_and_collect(
@@ -69,8 +70,10 @@ def wait_for_sink(worker: WorkerProcess, responses: int, timeout_s: float = 60.0
 
 
 def run_demo(config: FallbackConfig, requests: int, rate: float, console: Console) -> int:
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    # Everything the demo writes lives under worker.data_dir, started afresh each run.
+    demo_dir = Path(config.worker.data_dir) / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    demo_dir.mkdir(parents=True, exist_ok=True)
     features, labels = digits_holdout()
     workload: list[dict[str, Any]] = [
         {
@@ -88,11 +91,11 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
             update={
                 "worker": config.worker.model_copy(update={"web_port": free_port()}),
                 "analytics": config.analytics.model_copy(
-                    update={"chdb_path": str(DEMO_DIR / "chdb")}
+                    update={"chdb_path": str(demo_dir / "chdb")}
                 ),
             }
         )
-        with running_worker(worker_config, DEMO_DIR) as worker:
+        with running_worker(worker_config, demo_dir) as worker:
             console.print("starting the worker (training the demo models on first use)...")
             worker.wait_ready(timeout_s=120)
             console.print(
