@@ -86,21 +86,27 @@ class FallbackClient:
     async def send_raw(self, value: bytes, key: bytes | None = None) -> None:
         await self.producer.send_and_wait(self.topics.requests, value, key=key)
 
-    async def responses(self, timeout_s: float) -> AsyncIterator[Response]:
-        """Yield new responses (first one per request_id only) until `timeout_s` of silence."""
+    async def every_response(self, idle_timeout_s: float | None) -> AsyncIterator[Response]:
+        """Yield every new response as it arrives, duplicates included, until
+        `idle_timeout_s` of silence (None: for ever)."""
         if self.consumer is None:
             raise RuntimeError("call listen_from_now() before sending")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        deadline = None if idle_timeout_s is None else time.monotonic() + idle_timeout_s
+        while deadline is None or time.monotonic() < deadline:
             batch = await self.consumer.getmany(timeout_ms=100)
             for records in batch.values():
                 for record in records:
-                    response = decode_response(record.value, self.response_format)
-                    if response.request_id in self._seen:
-                        continue
-                    self._seen.add(response.request_id)
-                    deadline = time.monotonic() + timeout_s
-                    yield response
+                    if idle_timeout_s is not None:
+                        deadline = time.monotonic() + idle_timeout_s
+                    yield decode_response(record.value, self.response_format)
+
+    async def responses(self, timeout_s: float) -> AsyncIterator[Response]:
+        """Yield new responses (first one per request_id only) until `timeout_s` of silence."""
+        async for response in self.every_response(timeout_s):
+            if response.request_id in self._seen:
+                continue
+            self._seen.add(response.request_id)
+            yield response
 
     async def collect(self, request_ids: set[str], timeout_s: float) -> dict[str, Response]:
         """Wait for one response per id (or until `timeout_s` passes without progress)."""

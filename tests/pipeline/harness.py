@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections import Counter
@@ -10,7 +11,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.codec import decode_response
 from schemas.events import Request, Response
 from streams.app import stage_group_id
 from streams.config import FallbackConfig
@@ -32,30 +32,26 @@ class PipelineHarness:
         self.response_counts: Counter[str] = Counter()
         self._waiters: dict[str, asyncio.Future[Response]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._client_open = contextlib.AsyncExitStack()
 
     async def start(self) -> None:
-        await self.client.__aenter__()
+        await self._client_open.enter_async_context(self.client)
         await self.client.listen_from_now()
         self._reader = asyncio.create_task(self._read_responses())
 
     async def stop(self) -> None:
         if self._reader is not None:
             self._reader.cancel()
-        await self.client.__aexit__(None, None, None)
+        await self._client_open.aclose()
 
     async def _read_responses(self) -> None:
-        consumer = self.client.consumer
-        assert consumer is not None
-        while True:
-            batch = await consumer.getmany(timeout_ms=100)
-            for records in batch.values():
-                for record in records:
-                    response = decode_response(record.value, self.client.response_format)
-                    self.response_counts[response.request_id] += 1
-                    self.responses.setdefault(response.request_id, response)
-                    waiter = self._waiters.pop(response.request_id, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(response)
+        """Every response, duplicates counted (the client's own `responses` dedupes)."""
+        async for response in self.client.every_response(idle_timeout_s=None):
+            self.response_counts[response.request_id] += 1
+            self.responses.setdefault(response.request_id, response)
+            waiter = self._waiters.pop(response.request_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(response)
 
     def new_request(self, script: dict[str, str] | None = None, **fields: Any) -> Request:
         request_id = fields.pop("request_id", None) or f"req-{next(_ids)}"
