@@ -5,18 +5,15 @@ from __future__ import annotations
 import pytest
 
 from streams.config import CircuitConfig
-from streams.evaluation.circuit import CircuitBreaker, CircuitState, nearest_rank_p95
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
+from streams.evaluation.circuit import (
+    CallOutcome,
+    CircuitBreaker,
+    CircuitSnapshot,
+    CircuitState,
+    CircuitView,
+    nearest_rank_p95,
+)
+from tests.clock import FakeClock
 
 
 @pytest.fixture
@@ -24,9 +21,31 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def breaker(
-    clock: FakeClock, latency_limit_ms: float | None = None, **config: object
-) -> CircuitBreaker:
+class Breaker:
+    """A `CircuitBreaker` read and driven at the fake clock's time."""
+
+    def __init__(self, breaker: CircuitBreaker, clock: FakeClock) -> None:
+        self.breaker = breaker
+        self.clock = clock
+
+    @property
+    def state(self) -> CircuitState:
+        return self.breaker.advance(self.clock()).state
+
+    def view(self) -> CircuitView:
+        return self.breaker.advance(self.clock())
+
+    def allow(self) -> bool:
+        return self.breaker.allow(self.clock())
+
+    def record(self, success: bool, latency_ms: float, timed_out: bool = False) -> None:
+        self.breaker.record(CallOutcome(success, latency_ms, timed_out), self.clock())
+
+    def snapshot(self) -> CircuitSnapshot:
+        return self.breaker.snapshot(self.clock())
+
+
+def breaker(clock: FakeClock, latency_limit_ms: float | None = None, **config: object) -> Breaker:
     settings: dict[str, object] = {
         "window_s": 10.0,
         "min_calls": 10,
@@ -35,19 +54,17 @@ def breaker(
         "half_open_probes": 2,
     }
     settings.update(config)
-    return CircuitBreaker(CircuitConfig.model_validate(settings), latency_limit_ms, clock=clock)
+    return Breaker(CircuitBreaker(CircuitConfig.model_validate(settings), latency_limit_ms), clock)
 
 
-def record_many(
-    circuit: CircuitBreaker, successes: int, failures: int, latency_ms: float = 10.0
-) -> None:
+def record_many(circuit: Breaker, successes: int, failures: int, latency_ms: float = 10.0) -> None:
     for _ in range(successes):
         circuit.record(True, latency_ms)
     for _ in range(failures):
         circuit.record(False, latency_ms)
 
 
-def open_circuit(circuit: CircuitBreaker) -> None:
+def open_circuit(circuit: Breaker) -> None:
     record_many(circuit, successes=0, failures=10)
     assert circuit.state is CircuitState.OPEN
 
@@ -222,3 +239,31 @@ def test_nearest_rank_p95() -> None:
     assert nearest_rank_p95([]) is None
     assert nearest_rank_p95([float(n) for n in range(1, 101)]) == 95.0
     assert nearest_rank_p95([5.0]) == 5.0
+
+
+def test_reading_the_state_or_a_snapshot_changes_nothing(clock: FakeClock) -> None:
+    circuit = breaker(clock)
+    open_circuit(circuit)
+    clock.advance(6.0)  # past open_s: due to become half-open, but nobody advanced it
+    raw = circuit.breaker
+    assert raw.snapshot(clock()).state is CircuitState.HALF_OPEN  # what advance would give
+    assert raw.state is CircuitState.OPEN
+    assert raw.snapshot(clock()).state is CircuitState.HALF_OPEN
+    assert raw.advance(clock()).state is CircuitState.HALF_OPEN  # the explicit transition
+    assert raw.state is CircuitState.HALF_OPEN
+
+
+def test_views_predict_what_recording_does(clock: FakeClock) -> None:
+    """The decision predicts with `CircuitView.after_call`; the breaker must agree."""
+    circuit = breaker(clock)
+    for success in [True, False, False, True, False, False, False, False, False, False, False]:
+        call = CallOutcome(success, 10.0)
+        predicted = circuit.view().after_call(call)
+        circuit.breaker.record(call, clock())
+        assert circuit.view() == predicted
+    assert circuit.state is CircuitState.OPEN
+    clock.advance(5.0)
+    assert circuit.allow()
+    predicted = circuit.view().after_call(CallOutcome(True, 10.0))
+    circuit.record(True, 10.0)
+    assert circuit.view() == predicted
