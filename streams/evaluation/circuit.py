@@ -5,8 +5,16 @@
     half_open ──(half_open_probes probes all succeed)──> closed (window cleared)
     half_open ──(any probe fails)──> open (a fresh open_s)
 
-The window is unhealthy when it holds at least `min_calls` calls and their
-failure rate is at least `failure_rate`, or their p95 latency is over the limit.
+The window is unhealthy when either:
+
+- it holds at least `min_calls` calls and their failure rate is at least
+  `failure_rate`, or their p95 latency is over the limit; or
+- at least `min_slow_calls` of its calls were slow (a timeout, or a call of
+  `slow_call_ms` or more) and they are at least `slow_call_rate` of its calls.
+  Slow calls need a minimum of their own: a silent upstream holds each call for
+  seconds, so a window may never see `min_calls` of them (at 5 s a call, a 30 s
+  window held 16).  Resilience4j's slowCallRateThreshold, with a minimum that
+  fits slow calls.
 
 Two parts, so that the decision can stay pure:
 
@@ -119,6 +127,7 @@ class CircuitView:
     calls: int = 0
     failures: int = 0
     over_p95: int = 0  # calls slower than p95_limit_ms
+    slow: int = 0  # timeouts and calls of slow_call_ms or more
     probes_in_flight: int = 0
     probe_successes: int = 0
     times_opened: int = 0
@@ -148,6 +157,10 @@ class CircuitView:
             return self
         return dataclasses.replace(self, probes_in_flight=self.probes_in_flight - 1)
 
+    def is_slow(self, call: CallOutcome) -> bool:
+        limit = self.config.slow_call_ms
+        return call.timed_out or (limit is not None and call.latency_ms >= limit)
+
     def is_over_p95_limit(self, call: CallOutcome) -> bool:
         return self.p95_limit_ms is not None and call.latency_ms > self.p95_limit_ms
 
@@ -164,17 +177,19 @@ class CircuitView:
             calls=self.calls + 1,
             failures=self.failures + (not call.success),
             over_p95=self.over_p95 + self.is_over_p95_limit(call),
+            slow=self.slow + self.is_slow(call),
         )
         reason = counted.unhealthy_reason()
         return counted if reason is None else counted._opened(reason)
 
-    def without(self, success: bool, over_p95: bool) -> CircuitView:
+    def without(self, success: bool, over_p95: bool, slow: bool) -> CircuitView:
         """The view once a call leaves the window."""
         return dataclasses.replace(
             self,
             calls=self.calls - 1,
             failures=self.failures - (not success),
             over_p95=self.over_p95 - over_p95,
+            slow=self.slow - slow,
         )
 
     def half_opened(self) -> CircuitView:
@@ -196,6 +211,9 @@ class CircuitView:
             # p95 > limit  <=>  fewer than ceil(0.95 n) calls are within the limit.
             if self.over_p95 > calls - math.ceil(0.95 * calls):
                 return f"p95 latency {in_window} > {self.p95_limit_ms:g} ms"
+        min_slow = min(config.min_slow_calls, config.min_calls)
+        if calls and self.slow >= min_slow and self.slow / calls >= config.slow_call_rate:
+            return f"{self.slow} slow calls {in_window} >= {config.slow_call_rate:.0%}"
         return None
 
     def _after_probe(self, call: CallOutcome) -> CircuitView:
@@ -267,6 +285,7 @@ class _Windowed:
     success: bool
     latency_ms: float
     over_p95: bool
+    slow: bool
 
 
 class CircuitBreaker:
@@ -341,7 +360,13 @@ class CircuitBreaker:
         after = before.after_call(call)
         if before.state is CircuitState.CLOSED and before.config.enabled:
             self._window.append(
-                _Windowed(now_s, call.success, call.latency_ms, before.is_over_p95_limit(call))
+                _Windowed(
+                    now_s,
+                    call.success,
+                    call.latency_ms,
+                    before.is_over_p95_limit(call),
+                    before.is_slow(call),
+                )
             )
         elif before.takes_probe and before.probes_in_flight > 0:
             self._probes_started_s.popleft()  # the oldest probe: probes are not told apart
@@ -374,7 +399,7 @@ class CircuitBreaker:
         for call in self._window:
             if call.at_s > horizon:
                 break
-            view = view.without(call.success, call.over_p95)
+            view = view.without(call.success, call.over_p95, call.slow)
             evicted += 1
         expired = 0
         if view.state is CircuitState.HALF_OPEN:

@@ -267,3 +267,48 @@ def test_views_predict_what_recording_does(clock: FakeClock) -> None:
     predicted = circuit.view().after_call(CallOutcome(True, 10.0))
     circuit.record(True, 10.0)
     assert circuit.view() == predicted
+
+
+# ------------------------------------------------------------ slow calls ----
+
+
+def test_slow_timeouts_open_before_min_calls_is_ever_reached(clock: FakeClock) -> None:
+    """A silent upstream: ~5 s per call left 16 calls in a 30 s window, below
+    min_calls 20, and the failure rate alone never opened the circuit."""
+    circuit = breaker(clock, window_s=30.0, min_calls=20, open_s=60.0)
+    for number in range(1, 17):
+        circuit.record(False, 5000.0, timed_out=True)
+        clock.advance(1.8)  # 16 calls in 30 s
+        expected = CircuitState.OPEN if number >= 5 else CircuitState.CLOSED
+        assert circuit.breaker.state is expected, number
+    assert circuit.snapshot().times_opened == 1
+    assert "5 slow calls of 5 calls in 30 s" in circuit.view().why
+
+
+def test_calls_over_slow_call_ms_are_slow_even_when_they_succeed(clock: FakeClock) -> None:
+    circuit = breaker(clock, min_calls=20, slow_call_ms=2000.0)
+    record_many(circuit, successes=4, failures=0, latency_ms=2000.0)
+    record_many(circuit, successes=1, failures=0, latency_ms=1999.0)
+    assert circuit.state is CircuitState.CLOSED  # 4 slow calls < min_slow_calls 5
+    circuit.record(True, 2500.0)
+    assert circuit.state is CircuitState.OPEN  # 5 of 6 slow: 83% >= 80%
+
+
+def test_slow_calls_below_the_slow_call_rate_do_not_open(clock: FakeClock) -> None:
+    circuit = breaker(clock, min_calls=20)
+    for _ in range(9):  # 18 calls: below min_calls 20
+        circuit.record(False, 5000.0, timed_out=True)
+        record_many(circuit, successes=1, failures=0)  # half the calls are quick
+    assert circuit.state is CircuitState.CLOSED
+
+
+def test_without_slow_call_ms_only_timeouts_are_slow(clock: FakeClock) -> None:
+    circuit = breaker(clock, min_calls=20)
+    record_many(circuit, successes=10, failures=0, latency_ms=60_000.0)
+    assert circuit.state is CircuitState.CLOSED
+
+
+def test_slow_calls_never_need_more_than_min_calls(clock: FakeClock) -> None:
+    circuit = breaker(clock, min_calls=3, failure_rate=1.0, slow_call_ms=100.0)
+    record_many(circuit, successes=3, failures=0, latency_ms=150.0)
+    assert circuit.state is CircuitState.OPEN

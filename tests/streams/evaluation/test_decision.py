@@ -1163,3 +1163,9 @@ def test_calls_may_start_unless_the_circuit_is_open(world: Maker) -> None:
     assert not call_may_start(w.ctx().circuits["primary"])
     w.clock.advance(5)
     assert call_may_start(w.ctx().circuits["primary"])  # half-open: it may be the probe
+
+
+def test_timeouts_are_recorded_as_slow_failures(world: Maker) -> None:
+    w = world()
+    outcome = w.evaluate(failure(w.forwarded(request()), Trigger.TIMEOUT, latency_ms=1000))
+    assert outcome.breaker_events == (RecordCall("primary", CallOutcome(False, 1000.0, True)),)
