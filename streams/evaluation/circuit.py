@@ -222,7 +222,7 @@ class CircuitView:
             # circuit opened (or a probe already given up as lost). Ignore it.
             return self
         if not call.success:
-            return self._opened("a probe failed" + (" (timeout)" if call.timed_out else ""))
+            return self._opened("a probe timed out" if call.timed_out else "a probe failed")
         successes = self.probe_successes + 1
         if successes >= self.config.half_open_probes:
             # A fresh start: the failures that opened the circuit are history.
@@ -230,7 +230,7 @@ class CircuitView:
                 config=self.config,
                 p95_limit_ms=self.p95_limit_ms,
                 times_opened=self.times_opened,
-                why=f"{successes} probes succeeded",
+                why="1 probe succeeded" if successes == 1 else f"{successes} probes succeeded",
             )
         return dataclasses.replace(
             self, probes_in_flight=self.probes_in_flight - 1, probe_successes=successes

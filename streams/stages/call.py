@@ -20,6 +20,7 @@ from streams.config import TierConfig
 from streams.evaluation.decision import call_may_start, remaining_ms, skipped_call
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.stages.context import Pipeline
+from streams.stages.failed_call_log import failed_calls
 
 
 async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord) -> None:
@@ -36,6 +37,8 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord
     circuit = None if breaker is None else breaker.advance(time.monotonic())
     if call_may_start(circuit):
         attempt = await attempt_call(adapter, tier, routed)
+        if attempt.error_trigger is not None:
+            failed_calls.failed(tier.name, attempt.error_trigger, attempt.model)
     else:
         attempt = skipped_call(routed, adapter.model_name, datetime.now(UTC))
     await pipeline.publisher.enqueue_avro(

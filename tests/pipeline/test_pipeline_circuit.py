@@ -16,6 +16,9 @@ from tests.fakes.openai_server import FakeOpenAIServer, OpenAIFault
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+PROMPT = "Tell me the secret recipe of the purple elephant"
+API_KEY = "sk-test-CIRCUIT-0123456789abcdefghijklmnop"
+
 
 async def test_circuit_opens_probes_and_closes(broker: EmbeddedBroker, tmp_path: Path) -> None:
     circuit = {
@@ -62,11 +65,12 @@ async def test_circuit_opens_probes_and_closes(broker: EmbeddedBroker, tmp_path:
 
 
 async def test_an_open_circuit_stops_calls_already_queued(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: EmbeddedBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A burst of 10 x max_in_flight against a silent upstream: once the circuit
     opens, the calls still queued for the tier skip it instead of reaching it."""
     max_in_flight, burst = 10, 100
+    monkeypatch.setenv("FAKE_OPENAI_KEY", API_KEY)  # the worker process inherits it
     with FakeOpenAIServer() as upstream:
         upstream.set_fault(OpenAIFault.SILENT, delay_s=60.0)
         primary = {
@@ -75,6 +79,7 @@ async def test_an_open_circuit_stops_calls_already_queued(
                 "kind": "openai_chat",
                 "base_url": upstream.base_url,
                 "model": "fake-primary",
+                "api_key_env": "FAKE_OPENAI_KEY",
                 "first_token_timeout_ms": 1000,
             },
             "timeout_ms": 2000,
@@ -89,7 +94,7 @@ async def test_an_open_circuit_stops_calls_already_queued(
         )
         async with harness_for(config, tmp_path) as pipeline:
             requests = [
-                pipeline.new_request(input={"messages": [{"role": "user", "content": "Hi"}]})
+                pipeline.new_request(input={"messages": [{"role": "user", "content": PROMPT}]})
                 for _ in range(burst)
             ]
             started = time.monotonic()
@@ -107,6 +112,11 @@ async def test_an_open_circuit_stops_calls_already_queued(
             }
             circuit = pipeline.worker.get("/circuits/")["primary"]
             assert (circuit["state"], circuit["times_opened"]) == ("open", 1)
+            # The log: the transition and the failed calls, never the prompt or the key.
+            log = pipeline.worker.log_path.read_text(errors="replace")
+            assert "circuit primary: closed -> open (" in log
+            assert "tier primary: a call to fake-primary failed (timeout)" in log
+            assert PROMPT not in log and API_KEY not in log
             print(
                 f"burst {burst}, max_in_flight {max_in_flight}: {calls} upstream calls, "
                 f"all answered in {elapsed_s:.1f} s"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from streams.config import CircuitConfig
@@ -312,3 +314,26 @@ def test_slow_calls_never_need_more_than_min_calls(clock: FakeClock) -> None:
     circuit = breaker(clock, min_calls=3, failure_rate=1.0, slow_call_ms=100.0)
     record_many(circuit, successes=3, failures=0, latency_ms=150.0)
     assert circuit.state is CircuitState.OPEN
+
+
+def test_every_transition_is_logged_with_its_reason(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    circuit = breaker(clock, half_open_probes=1)
+    circuit.breaker.name = "primary"
+    with caplog.at_level(logging.WARNING, logger="streams.evaluation.circuit"):
+        open_circuit(circuit)
+        clock.advance(5.0)
+        assert circuit.allow()
+        circuit.record(False, 10.0, timed_out=True)
+        clock.advance(5.0)
+        assert circuit.allow()
+        circuit.record(True, 10.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "circuit primary: closed -> open (10 failures of 10 calls in 10 s >= 50%)",
+        "circuit primary: open -> half_open (open_s 5 s elapsed: probing)",
+        "circuit primary: half_open -> open (a probe timed out)",
+        "circuit primary: open -> half_open (open_s 5 s elapsed: probing)",
+        "circuit primary: half_open -> closed (1 probe succeeded)",
+    ]
+    assert {r.levelno for r in caplog.records} == {logging.WARNING}
