@@ -138,10 +138,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
             producer=app.producer, topics=catalog, response_format=config.worker.response_format
         ),
         adapters={tier.name: build_adapter(tier) for tier in config.tiers},
-        circuits={
-            tier.name: CircuitBreaker(tier.circuit, tier.accept.max_latency_ms)
-            for tier in config.tiers
-        },
+        circuits={tier.name: CircuitBreaker.for_tier(tier) for tier in config.tiers},
         safety=SafetyScorer(config.safety, config.policy.deny_patterns),
         spend=TenantSpendLedger(config.budgets),
         seen_requests=RecentKeys(config.worker.dedupe_window_s),

@@ -83,7 +83,7 @@ async def harness_for(config: FallbackConfig, workdir: Path) -> AsyncIterator[Pi
 
 def shared_pipeline_config(broker: EmbeddedBroker, tmp: Path) -> FallbackConfig:
     """Four scripted tiers exercising every trigger; circuits effectively off."""
-    quiet_circuit = {"min_calls": 100000}
+    quiet_circuit = {"min_calls": 100000, "min_slow_calls": 100000}
     return pipeline_config(
         broker,
         tmp,

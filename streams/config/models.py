@@ -227,6 +227,13 @@ class CircuitConfig(Strict):
     p95_latency_ms: float | None = Field(default=None, gt=0)
     open_s: float = Field(default=5.0, gt=0)
     half_open_probes: int = Field(default=3, ge=1)
+    slow_call_ms: float | None = Field(
+        default=None, gt=0, description="a call this long or longer is slow; timeouts always are"
+    )
+    slow_call_rate: float = Field(default=0.8, gt=0, le=1)
+    min_slow_calls: int = Field(
+        default=5, ge=1, description="slow calls needed to open (capped at min_calls)"
+    )
 
 
 class RetryConfig(Strict):

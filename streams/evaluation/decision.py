@@ -1,12 +1,19 @@
-"""The fallback decision, pure: no Faust, no Kafka, no clocks of its own.
+"""The fallback decision, pure by construction: values in, decisions and events out.
 
-Two entry points, both returning an `Outcome` (what the calling stage must
-publish):
+No Faust, no Kafka, no clock, no breaker, no ledger: the stage passes in what
+the decision needs as values (each tier's `CircuitView`, the request tenant's
+spend, now) and gets back an `Outcome` saying what must happen: verdicts, the
+forward or the final response, breaker events and charges.  The stage applies
+them (streams/stages/decision_io.py).  Nothing passed in is changed.
+
+Entry points:
 
 - `route_request`: a new request enters; find the first eligible tier.
 - `evaluate_attempt`: a tier answered (or failed); apply the decision rule
   Accept = latency < L and confidence >= Q and safe and within cost and
   policy, then serve, retry on the same tier, or fall to the next tier.
+- `call_may_start` / `skipped_call`: a queued call about to start finds its
+  tier's circuit open; it becomes an attempt that never reached the model.
 
 Tiers passed over without a call (circuit open, policy, budget, deadline,
 context window) get a verdict too, with `called = False` and no cost.
@@ -14,9 +21,10 @@ context window) get a verdict too, with `called = False` and no cost.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,7 +40,15 @@ from schemas.events import (
 )
 from streams.config import FallbackConfig, TierConfig
 from streams.evaluation.budget import expected_tokens, request_over_budget, tier_over_budget
-from streams.evaluation.circuit import CircuitBreaker
+from streams.evaluation.circuit import (
+    BreakerEvent,
+    CallOutcome,
+    CircuitState,
+    CircuitView,
+    RecordCall,
+    ReleaseProbe,
+    ReserveProbe,
+)
 from streams.evaluation.policy import PolicyDecision, decide_policy
 from streams.evaluation.quality import run_quality_checks
 from streams.evaluation.retries import retry_delay_s
@@ -44,29 +60,52 @@ MIN_DEADLINE_SHARE = 0.25
 HEALTH_FAILURES = frozenset(
     {Trigger.TIMEOUT, Trigger.ERROR, Trigger.RATE_LIMITED, Trigger.TRUNCATED}
 )
+#: say nothing about the tier's health: never recorded, neither as success nor as failure
+NOT_HEALTH = frozenset({Trigger.BAD_REQUEST, Trigger.CIRCUIT_OPEN})
 #: after these the request goes to the restricted tier when there is one
 RESTRICTED_FALLBACK = frozenset({Trigger.UNSAFE, Trigger.POLICY})
 #: never retried on the same tier, whatever the attempt says: the same model fails the same way
-NEVER_RETRIED = frozenset({Trigger.CONTEXT_LENGTH, Trigger.POLICY})
+NEVER_RETRIED = frozenset({Trigger.CONTEXT_LENGTH, Trigger.POLICY, Trigger.CIRCUIT_OPEN})
+#: the reason an attempt skipped at call time carries
+QUEUED_BEHIND_OPEN_CIRCUIT = (
+    "circuit open when the queued call was due: tier skipped without a call"
+)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecisionContext:
-    """Everything a decision may consult, passed in by the stage."""
+    """Everything a decision may consult, as values the stage read just before."""
 
     config: FallbackConfig
-    circuits: Mapping[str, CircuitBreaker]
+    #: each tier's breaker, advanced to now; a tier without one is always allowed
+    circuits: Mapping[str, CircuitView]
     safety: SafetyScorer
-    tenant_spend_usd: Callable[[str], float]
+    #: what the request's tenant has spent in its current budget window, before this attempt
+    tenant_spend_usd: float
     now: datetime
+    #: the retry jitter's source (the one input a decision draws from)
     rng: random.Random = field(default_factory=random.Random)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Charge:
+    """Money an attempt cost its tenant: the stage adds it to the tenant's spend."""
+
+    tenant: str
+    usd: float
+    charged_at: datetime
+
+
+@dataclass(frozen=True)
 class Outcome:
-    verdicts: list[Verdict] = field(default_factory=list)
+    """What the stage must do, in order: breaker events and charges, then publish
+    the verdicts, then the forward or the response (exactly one of the two)."""
+
+    verdicts: tuple[Verdict, ...] = ()
     forward: RoutedRequest | None = None
     response: Response | None = None
+    breaker_events: tuple[BreakerEvent, ...] = ()
+    charges: tuple[Charge, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,30 +167,129 @@ def route_request(request: Request, received_at: datetime, ctx: DecisionContext)
     input_unsafe = False
     if ctx.config.policy.input_safety:
         input_unsafe = ctx.safety.score_input(request.input).unsafe
+    policy = decide_policy(request, ctx.config, input_unsafe=input_unsafe)
     state = RoutedRequest(
         request=request,
         tier=ctx.config.tiers[0].name,
         attempt=1,
         received_at=received_at,
         routed_at=ctx.now,
+        restricted=policy.restricted,
     )
-    policy = decide_policy(request, ctx.config, input_unsafe=input_unsafe)
-    if policy.restricted:
-        state = state.model_copy(update={"restricted": True})
-    return plan_from(state, 0, policy, ctx, Outcome())
+    return plan_from(state, 0, policy, ctx, ctx.circuits, ctx.tenant_spend_usd)
+
+
+def was_called(attempt: Attempt) -> bool:
+    """False for an attempt the call stage skipped: the circuit was open when the
+    queued call was due (adapters never report `circuit_open`)."""
+    return attempt.error_trigger is not Trigger.CIRCUIT_OPEN
 
 
 def evaluate_attempt(attempt: Attempt, ctx: DecisionContext) -> Outcome:
     routed = attempt.routed
     tier = ctx.config.tier(routed.tier)
     rejection, safety_score = judge_attempt(attempt, tier, ctx)
-    breaker = ctx.circuits.get(tier.name)
-    if breaker is not None:
-        healthy = attempt.error_trigger not in HEALTH_FAILURES
-        breaker.record(healthy, attempt.latency_ms)
-    spent = routed.spent_usd + attempt.cost_usd
-    outcome = Outcome()
-    verdict = Verdict(
+    events, circuits = health_events(attempt, tier.name, ctx.circuits)
+    charges: tuple[Charge, ...] = ()
+    if attempt.cost_usd > 0:
+        # Charged whether or not the answer is accepted: spend counts rejected attempts too.
+        charges = (Charge(routed.request.tenant, attempt.cost_usd, attempt.finished_at),)
+    tenant_spend_usd = ctx.tenant_spend_usd + attempt.cost_usd
+    if was_called(attempt):
+        verdict = called_verdict(attempt, tier, rejection, safety_score, ctx.now)
+    else:
+        reason = attempt.error or QUEUED_BEHIND_OPEN_CIRCUIT
+        verdict = skipped_verdict(
+            routed.request, routed.attempt, tier, Trigger.CIRCUIT_OPEN, reason, ctx.now
+        ).model_copy(update={"queue_wait_ms": attempt.queue_wait_ms})
+    state = routed.model_copy(
+        update={
+            "history": [*routed.history, verdict.summary()],
+            "spent_usd": routed.spent_usd + attempt.cost_usd,
+            "attempt": routed.attempt + 1,
+        }
+    )
+    if rejection is None:
+        return Outcome(
+            verdicts=(verdict,),
+            response=served_response(state, attempt, tier, ctx.now),
+            breaker_events=events,
+            charges=charges,
+        )
+
+    retry = retry_on_same_tier(attempt, tier, state, ctx, circuits.get(tier.name))
+    if retry is not None:
+        forward, retry_events = retry
+        return Outcome(
+            verdicts=(verdict.model_copy(update={"next_tier": tier.name}),),
+            forward=forward,
+            breaker_events=events + retry_events,
+            charges=charges,
+        )
+
+    # With no restricted tier, an unsafe answer is an ordinary quality fallback.
+    has_restricted_tier = ctx.config.policy.restricted_tier is not None
+    confine = routed.restricted or (
+        has_restricted_tier and rejection.trigger in RESTRICTED_FALLBACK
+    )
+    policy = decide_policy(routed.request, ctx.config, input_unsafe=confine)
+    if policy.restricted:
+        state = state.model_copy(update={"restricted": True})
+    if rejection.trigger is Trigger.CONTEXT_LENGTH:
+        # Never below what an earlier, larger tier already proved too small.
+        needed = max(state.needs_context_window or 0, (tier.context_window_tokens or 0) + 1)
+        state = state.model_copy(update={"needs_context_window": needed})
+    start = ctx.config.tiers.index(tier) + 1
+    if policy.restricted:
+        start = 0  # the restricted tier may rank above the one that failed
+    plan = plan_from(
+        state, start, policy, ctx, circuits, tenant_spend_usd, exclude=frozenset({tier.name})
+    )
+    # next_tier: where the request went next (a skipped tier's verdict, or the forward)
+    following = plan.verdicts[0].tier if plan.verdicts else None
+    if following is None and plan.forward is not None:
+        following = plan.forward.tier
+    return dataclasses.replace(
+        plan,
+        verdicts=(verdict.model_copy(update={"next_tier": following}), *plan.verdicts),
+        breaker_events=events + plan.breaker_events,
+        charges=charges,
+    )
+
+
+def health_events(
+    attempt: Attempt, tier: str, circuits: Mapping[str, CircuitView]
+) -> tuple[tuple[BreakerEvent, ...], Mapping[str, CircuitView]]:
+    """What the attempt tells the tier's breaker, and the views once it is told.
+
+    System failures count against health, other answers for it; an error the
+    request itself caused (or a call never made) is not recorded at all, and a
+    half-open probe it held is handed back.
+    """
+    view = circuits.get(tier)
+    if view is None:
+        return (), circuits
+    if attempt.error_trigger in NOT_HEALTH:
+        if view.takes_probe and view.probes_in_flight > 0:
+            return (ReleaseProbe(tier),), {**circuits, tier: view.with_probe_released()}
+        return (), circuits
+    call = CallOutcome(
+        success=attempt.error_trigger not in HEALTH_FAILURES,
+        latency_ms=attempt.latency_ms,
+        timed_out=attempt.error_trigger is Trigger.TIMEOUT,
+    )
+    return (RecordCall(tier, call),), {**circuits, tier: view.after_call(call)}
+
+
+def called_verdict(
+    attempt: Attempt,
+    tier: TierConfig,
+    rejection: Rejection | None,
+    safety_score: float | None,
+    now: datetime,
+) -> Verdict:
+    routed = attempt.routed
+    return Verdict(
         request_id=routed.request.request_id,
         tenant=routed.request.tenant,
         attempt=routed.attempt,
@@ -171,51 +309,19 @@ def evaluate_attempt(attempt: Attempt, ctx: DecisionContext) -> Outcome:
         confidence=effective_confidence(attempt, tier),
         safety_score=safety_score,
         region=routed.request.region,
-        decided_at=ctx.now,
+        decided_at=now,
     )
-    history = [*routed.history, verdict.summary()]
-    state = routed.model_copy(
-        update={"history": history, "spent_usd": spent, "attempt": routed.attempt + 1}
-    )
-    if rejection is None:
-        outcome.verdicts.append(verdict)
-        outcome.response = served_response(state, attempt, tier, ctx)
-        return outcome
-
-    retry = retry_on_same_tier(attempt, tier, state, ctx)
-    if retry is not None:
-        outcome.verdicts.append(verdict.model_copy(update={"next_tier": tier.name}))
-        outcome.forward = retry
-        return outcome
-
-    # With no restricted tier, an unsafe answer is an ordinary quality fallback.
-    has_restricted_tier = ctx.config.policy.restricted_tier is not None
-    confine = routed.restricted or (
-        has_restricted_tier and rejection.trigger in RESTRICTED_FALLBACK
-    )
-    policy = decide_policy(routed.request, ctx.config, input_unsafe=confine)
-    if policy.restricted:
-        state = state.model_copy(update={"restricted": True})
-    if rejection.trigger is Trigger.CONTEXT_LENGTH:
-        # Never below what an earlier, larger tier already proved too small.
-        needed = max(state.needs_context_window or 0, (tier.context_window_tokens or 0) + 1)
-        state = state.model_copy(update={"needs_context_window": needed})
-    start = ctx.config.tiers.index(tier) + 1
-    if policy.restricted:
-        start = 0  # the restricted tier may rank above the one that failed
-    outcome.verdicts.append(verdict)
-    plan_from(state, start, policy, ctx, outcome, exclude={tier.name})
-    # next_tier: where the request went next (a skipped tier's verdict, or the forward)
-    following = outcome.verdicts[1].tier if len(outcome.verdicts) > 1 else None
-    if following is None and outcome.forward is not None:
-        following = outcome.forward.tier
-    outcome.verdicts[0] = verdict.model_copy(update={"next_tier": following})
-    return outcome
 
 
 def retry_on_same_tier(
-    attempt: Attempt, tier: TierConfig, state: RoutedRequest, ctx: DecisionContext
-) -> RoutedRequest | None:
+    attempt: Attempt,
+    tier: TierConfig,
+    state: RoutedRequest,
+    ctx: DecisionContext,
+    circuit: CircuitView | None,
+) -> tuple[RoutedRequest, tuple[BreakerEvent, ...]] | None:
+    """The retry (and the probe it takes, half-open), or None when there is none.
+    `circuit` is the tier's view once this attempt is recorded."""
     if (
         not attempt.retryable
         or attempt.error_trigger is None
@@ -233,12 +339,19 @@ def retry_on_same_tier(
         and not_before + timedelta(milliseconds=tier.timeout_ms * MIN_DEADLINE_SHARE) > deadline
     ):
         return None
-    breaker = ctx.circuits.get(tier.name)
-    if breaker is not None and not breaker.allow():
+    if circuit is not None and not circuit.allows:
         return None
-    return state.model_copy(
+    retry = state.model_copy(
         update={"tier_retry": state.tier_retry + 1, "not_before": not_before, "routed_at": ctx.now}
     )
+    return retry, probe_events(tier.name, circuit)
+
+
+def probe_events(tier: str, circuit: CircuitView | None) -> tuple[BreakerEvent, ...]:
+    """A request sent to a half-open tier holds one of its probe slots."""
+    if circuit is not None and circuit.takes_probe:
+        return (ReserveProbe(tier),)
+    return ()
 
 
 def request_deadline(request: Request) -> datetime | None:
@@ -255,7 +368,12 @@ def remaining_ms(request: Request, now: datetime) -> float:
 
 
 def skip_reason(
-    tier: TierConfig, state: RoutedRequest, policy: PolicyDecision, ctx: DecisionContext
+    tier: TierConfig,
+    state: RoutedRequest,
+    policy: PolicyDecision,
+    ctx: DecisionContext,
+    circuit: CircuitView | None,
+    tenant_spend_usd: float,
 ) -> tuple[Trigger, str] | None:
     """Why `tier` must be passed over for this request right now, if it must."""
     if tier.name not in policy.allowed_tiers:
@@ -278,13 +396,11 @@ def skip_reason(
         return Trigger.OVER_BUDGET, reason
     budget = ctx.config.budgets.for_tenant(request.tenant)
     if budget is not None:
-        spent = ctx.tenant_spend_usd(request.tenant)
-        reason = tier_over_budget(tier, budget, spent, tokens_in, tokens_out)
+        reason = tier_over_budget(tier, budget, tenant_spend_usd, tokens_in, tokens_out)
         if reason is not None:
             return Trigger.OVER_BUDGET, reason
-    breaker = ctx.circuits.get(tier.name)
-    if breaker is not None and not breaker.allow():
-        return Trigger.CIRCUIT_OPEN, f"circuit {breaker.state.value}: tier skipped without a call"
+    if circuit is not None and not circuit.allows:
+        return Trigger.CIRCUIT_OPEN, f"circuit {circuit.state.value}: tier skipped without a call"
     return None
 
 
@@ -293,8 +409,9 @@ def plan_from(
     start: int,
     policy: PolicyDecision,
     ctx: DecisionContext,
-    outcome: Outcome,
-    exclude: frozenset[str] | set[str] = frozenset(),
+    circuits: Mapping[str, CircuitView],
+    tenant_spend_usd: float,
+    exclude: frozenset[str] = frozenset(),
 ) -> Outcome:
     """Walk the tiers from `start`: skip the ineligible (with verdicts), forward to the
     first eligible, or answer `unavailable` when none is left."""
@@ -312,10 +429,10 @@ def plan_from(
     for tier in candidates:
         if tier.name in exclude:
             continue
-        skip = skip_reason(tier, state, policy, ctx)
+        circuit = circuits.get(tier.name)
+        skip = skip_reason(tier, state, policy, ctx, circuit, tenant_spend_usd)
         if skip is None:
-            outcome.verdicts.extend(_chained(skipped, tier.name))
-            outcome.forward = state.model_copy(
+            forward = state.model_copy(
                 update={
                     "tier": tier.name,
                     "attempt": attempt_no,
@@ -325,7 +442,11 @@ def plan_from(
                     "routed_at": ctx.now,
                 }
             )
-            return outcome
+            return Outcome(
+                verdicts=_chained(skipped, tier.name),
+                forward=forward,
+                breaker_events=probe_events(tier.name, circuit),
+            )
         trigger, reason = skip
         verdict = skipped_verdict(state.request, attempt_no, tier, trigger, reason, ctx.now)
         skipped.append(verdict)
@@ -334,16 +455,16 @@ def plan_from(
         if trigger is Trigger.DEADLINE and remaining_ms(state.request, ctx.now) <= 0:
             break  # out of time: answer now instead of walking the rest
         # (time left but too little for this tier: a later tier may have a shorter timeout)
-    outcome.verdicts.extend(_chained(skipped, None))
     final = state.model_copy(update={"history": history, "attempt": attempt_no})
-    outcome.response = unavailable_response(final, ctx)
-    return outcome
+    return Outcome(verdicts=_chained(skipped, None), response=unavailable_response(final, ctx.now))
 
 
-def _chained(skipped: list[Verdict], last: str | None) -> list[Verdict]:
+def _chained(skipped: list[Verdict], last: str | None) -> tuple[Verdict, ...]:
     """Each skipped tier's verdict names the tier the request went to after it."""
     following = [v.tier for v in skipped[1:]] + [last]
-    return [v.model_copy(update={"next_tier": n}) for v, n in zip(skipped, following, strict=False)]
+    return tuple(
+        v.model_copy(update={"next_tier": n}) for v, n in zip(skipped, following, strict=False)
+    )
 
 
 def skipped_verdict(
@@ -391,7 +512,7 @@ def _within_deadline(request: Request, now: datetime) -> bool | None:
 
 
 def served_response(
-    state: RoutedRequest, attempt: Attempt, tier: TierConfig, ctx: DecisionContext
+    state: RoutedRequest, attempt: Attempt, tier: TierConfig, now: datetime
 ) -> Response:
     request = state.request
     return Response(
@@ -402,30 +523,30 @@ def served_response(
         model=attempt.model,
         output=attempt.output,
         confidence=effective_confidence(attempt, tier),
-        latency_ms=_elapsed_ms(request, ctx.now),
+        latency_ms=_elapsed_ms(request, now),
         cost_usd=state.spent_usd,
         deadline_ms=request.deadline_ms,
-        within_deadline=_within_deadline(request, ctx.now),
+        within_deadline=_within_deadline(request, now),
         attempts=list(state.history),
         created_at=request.created_at,
-        completed_at=ctx.now,
+        completed_at=now,
     )
 
 
-def unavailable_response(state: RoutedRequest, ctx: DecisionContext) -> Response:
+def unavailable_response(state: RoutedRequest, now: datetime) -> Response:
     request = state.request
     return Response(
         request_id=request.request_id,
         tenant=request.tenant,
         status="unavailable",
         message=UNAVAILABLE_MESSAGE,
-        latency_ms=_elapsed_ms(request, ctx.now),
+        latency_ms=_elapsed_ms(request, now),
         cost_usd=state.spent_usd,
         deadline_ms=request.deadline_ms,
-        within_deadline=_within_deadline(request, ctx.now),
+        within_deadline=_within_deadline(request, now),
         attempts=list(state.history),
         created_at=request.created_at,
-        completed_at=ctx.now,
+        completed_at=now,
     )
 
 
@@ -436,4 +557,32 @@ def invalid_response(request_id: str, reason: str, now: datetime) -> Response:
         status="invalid",
         message=f"Invalid request: {reason}",
         completed_at=now,
+    )
+
+
+# ------------------------------------------------------------- call time ----
+
+
+def call_may_start(circuit: CircuitView | None) -> bool:
+    """A queued call about to start: not while its tier's circuit is open.
+
+    Half-open lets it through: the call may be the probe the router reserved
+    (probes are not told apart), and its outcome is what the half-open state
+    waits for.
+    """
+    return circuit is None or not circuit.config.enabled or circuit.state is not CircuitState.OPEN
+
+
+def skipped_call(routed: RoutedRequest, model: str, now: datetime) -> Attempt:
+    """The attempt of a call skipped at call time: never sent, no cost, not retried."""
+    return Attempt(
+        routed=routed,
+        model=model,
+        error_trigger=Trigger.CIRCUIT_OPEN,
+        error=QUEUED_BEHIND_OPEN_CIRCUIT,
+        retryable=False,
+        latency_ms=0.0,
+        queue_wait_ms=max((now - routed.routed_at).total_seconds() * 1000, 0.0),
+        started_at=now,
+        finished_at=now,
     )

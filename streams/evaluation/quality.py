@@ -35,7 +35,7 @@ from jsonschema.protocols import Validator
 from schemas.errors import ConfigError
 from schemas.events import Trigger
 from streams.config import QualityCheckConfig
-from streams.evaluation.safety import answer_text_of
+from streams.evaluation.answer_text import answer_text_of
 
 __all__ = [
     "QualityCallable",

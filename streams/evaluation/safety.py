@@ -26,21 +26,15 @@ reasons travel in verdicts to ClickHouse, and the text may be what is unsafe.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from streams.config import SafetyConfig
+from streams.evaluation.answer_text import answer_text_of, text_of_content, text_of_output
 
-__all__ = [
-    "SafetyResult",
-    "SafetyScorer",
-    "answer_text_of",
-    "text_of_input",
-    "text_of_output",
-]
+__all__ = ["SafetyResult", "SafetyScorer", "text_of_input"]
 
 # Sentence ends or line breaks; good enough to keep one bad sentence from
 # being drowned by its neighbours.
@@ -48,22 +42,6 @@ _SENTENCE_BREAK = re.compile(r"(?<=[.!?;])\s+|\n+")
 # Beyond this many sentences, neighbours are merged so one call stays one batch
 # of bounded size whatever the output length.
 _MAX_SEGMENTS = 64
-# Keys under which the common output shapes carry their text answer, and the
-# metadata keys that may sit beside it in a chat message. A dict with any other
-# key (`{"answer": "42", "sources": [...]}`) is structured data, judged whole.
-_TEXT_KEYS = ("content", "text", "answer")
-_ENVELOPE_KEYS = frozenset(
-    {
-        "role",
-        "name",
-        "type",
-        "tool_calls",
-        "function_call",
-        "refusal",
-        "annotations",
-        "finish_reason",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -71,58 +49,6 @@ class SafetyResult:
     unsafe: bool
     score: float  # probability the text is unsafe, 0..1 (1.0 on a deny-pattern match)
     reasons: list[str] = field(default_factory=list)
-
-
-def answer_text_of(output: Any) -> str | None:
-    """The text of a textual answer, or None when the output is structured data.
-
-    Recognises a plain string; a message `{"content" | "text" | "answer": str}`
-    whose other keys are only message metadata (role, tool_calls, ...), which is
-    what the chat adapter returns; an OpenAI chat/completions body
-    (`choices[0].message.content` / `choices[0].text`); and content given as a
-    list of parts (`[{"type": "text", "text": ...}]`).
-    """
-    if isinstance(output, str):
-        return output
-    if isinstance(output, bytes):
-        return output.decode("utf-8", errors="replace")
-    if not isinstance(output, dict):
-        return None
-    choices = output.get("choices")
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        first = choices[0]
-        message = first.get("message")
-        if isinstance(message, dict) and "content" in message:
-            return _text_of_content(message["content"])
-        if "text" in first:
-            return _text_of_content(first["text"])
-    for key in _TEXT_KEYS:
-        if key in output and output.keys() - {key} <= _ENVELOPE_KEYS:
-            return _text_of_content(output[key])
-    return None
-
-
-def _text_of_content(content: Any) -> str | None:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [part.get("text") for part in content if isinstance(part, dict)]
-        texts = [part for part in parts if isinstance(part, str)]
-        if texts or not content:
-            return "\n".join(texts)
-    return None
-
-
-def text_of_output(output: Any) -> str:
-    """The text to judge in a model output; structured outputs as compact JSON."""
-    if output is None:
-        return ""
-    text = answer_text_of(output)
-    if text is not None:
-        return text
-    return json.dumps(output, ensure_ascii=False, default=str, separators=(", ", ": "))
 
 
 def text_of_input(request_input: dict[str, Any]) -> str:
@@ -135,7 +61,7 @@ def text_of_input(request_input: dict[str, Any]) -> str:
     if isinstance(messages, list):
         for message in messages:
             if isinstance(message, dict):
-                text = _text_of_content(message.get("content"))
+                text = text_of_content(message.get("content"))
                 if text:
                     texts.append(text)
     prompt = request_input.get("prompt")

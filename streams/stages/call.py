@@ -1,4 +1,11 @@
-"""A tier's stage: call the model for each routed request, publish the attempt."""
+"""A tier's stage: call the model for each routed request, publish the attempt.
+
+A call waits for a slot (`max_in_flight`), and a retry for its backoff, so the
+tier's circuit may open while it is queued: it is checked again when the call
+is about to start, and a call queued behind an open circuit is not made.  Its
+attempt says so (`circuit_open`, never sent, no cost), and the evaluator turns
+it into a verdict and sends the request on like any other skip.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,10 @@ from schemas.events import Attempt, RoutedRequest, Trigger
 from streams.adapters.base import Generation, ModelAdapter, ModelCall
 from streams.adapters.errors import ModelError
 from streams.config import TierConfig
-from streams.evaluation.decision import remaining_ms
+from streams.evaluation.decision import call_may_start, remaining_ms, skipped_call
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.stages.context import Pipeline
+from streams.stages.failed_call_log import failed_calls
 
 
 async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord) -> None:
@@ -24,7 +32,15 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord
         wait_s = (routed.not_before - datetime.now(UTC)).total_seconds()
         if wait_s > 0:
             await asyncio.sleep(wait_s)
-    attempt = await attempt_call(pipeline.adapters[tier.name], tier, routed)
+    adapter = pipeline.adapters[tier.name]
+    breaker = pipeline.circuits.get(tier.name)
+    circuit = None if breaker is None else breaker.advance(time.monotonic())
+    if call_may_start(circuit):
+        attempt = await attempt_call(adapter, tier, routed)
+        if attempt.error_trigger is not None:
+            failed_calls.failed(tier.name, attempt.error_trigger, attempt.model)
+    else:
+        attempt = skipped_call(routed, adapter.model_name, datetime.now(UTC))
     await pipeline.publisher.enqueue_avro(
         pipeline.topics.attempts(tier.name), routed.request.request_id, attempt
     )

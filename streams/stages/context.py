@@ -20,7 +20,7 @@ from schemas.events import Spend
 from streams.adapters.base import ModelAdapter
 from streams.config import FallbackConfig
 from streams.evaluation.circuit import CircuitBreaker
-from streams.evaluation.decision import DecisionContext, Outcome
+from streams.evaluation.decision import Outcome
 from streams.evaluation.safety import SafetyScorer
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.publisher import Publisher
@@ -157,16 +157,6 @@ class Pipeline:
                 charged_at=charges.charged_at,
             )
             await self.publisher.enqueue_avro(self.topics.spend, spend.tenant, spend)
-
-    def decision_context(self, now: datetime) -> DecisionContext:
-        return DecisionContext(
-            config=self.config,
-            circuits=self.circuits,
-            safety=self.safety,
-            tenant_spend_usd=self.tenant_spend_usd,
-            now=now,
-            rng=self.rng,
-        )
 
     async def publish_outcome(self, outcome: Outcome) -> None:
         """Verdicts, then the forward or the final response; all in the producer on return.

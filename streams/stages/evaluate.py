@@ -10,6 +10,7 @@ from streams.config import TierConfig
 from streams.evaluation.decision import evaluate_attempt
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.stages.context import Pipeline
+from streams.stages.decision_io import carry_out, decision_context
 
 
 async def evaluate_one(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord) -> None:
@@ -21,8 +22,5 @@ async def evaluate_one(pipeline: Pipeline, tier: TierConfig, record: ConsumedRec
         pipeline.metrics.duplicates += 1
         return
     now = datetime.now(UTC)
-    if attempt.cost_usd > 0:
-        # Charged whether or not the answer is accepted: spend counts rejected attempts too.
-        pipeline.record_spend(attempt.routed.request.tenant, attempt.cost_usd, attempt.finished_at)
-    outcome = evaluate_attempt(attempt, pipeline.decision_context(now))
-    await pipeline.publish_outcome(outcome)
+    ctx = decision_context(pipeline, attempt.routed.request.tenant, now)
+    await carry_out(pipeline, evaluate_attempt(attempt, ctx))

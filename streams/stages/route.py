@@ -10,6 +10,7 @@ from schemas.errors import EventDecodeError
 from streams.evaluation.decision import invalid_response, route_request
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.stages.context import Pipeline
+from streams.stages.decision_io import carry_out, decision_context
 
 
 async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
@@ -26,6 +27,6 @@ async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
     if pipeline.seen_requests.seen_before(request.request_id, time.monotonic()):
         pipeline.metrics.duplicates += 1
         return
-    outcome = route_request(request, now, pipeline.decision_context(now))
-    await pipeline.publish_outcome(outcome)
+    outcome = route_request(request, now, decision_context(pipeline, request.tenant, now))
+    await carry_out(pipeline, outcome)
     pipeline.metrics.routed += 1

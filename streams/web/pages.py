@@ -12,6 +12,7 @@ of opening the database itself.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,8 @@ from streams.stages.context import Pipeline
 
 
 def circuit_states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
-    return {name: breaker.snapshot().as_dict() for name, breaker in pipeline.circuits.items()}
+    now_s = time.monotonic()
+    return {name: b.snapshot(now_s).as_dict() for name, b in pipeline.circuits.items()}
 
 
 def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) -> None:

@@ -56,7 +56,7 @@ def openai_tier(name: str, server: FakeOpenAIServer, **overrides: object) -> dic
         "default_confidence": 0.9,
         "accept": {"min_confidence": 0.5, "quality": [{"check": "non_empty"}]},
         "retry": {"max_retries": 2, "initial_backoff_ms": 20, "max_backoff_ms": 100},
-        "circuit": {"min_calls": 100000},
+        "circuit": {"min_calls": 100000, "min_slow_calls": 100000},
     }
     tier.update(overrides)
     return tier

@@ -9,6 +9,7 @@ from streams.adapters.base import Generation, ModelCall
 from streams.adapters.errors import ModelUnavailable
 from streams.adapters.faults import FaultInjectingAdapter, current_outage, in_outage
 from streams.config import FaultsConfig, OutageConfig
+from tests.clock import FakeClock
 
 CALL = ModelCall(request_id="r1", input={}, params={}, timeout_s=1.0)
 
@@ -28,14 +29,6 @@ class CountingAdapter:
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class RecordedSleeps:
@@ -111,12 +104,12 @@ async def test_outage_fails_at_once_while_the_clock_is_inside_a_window() -> None
     faults = FaultsConfig(added_latency_ms=50, outages=[OutageConfig(start_s=10, duration_s=5)])
     adapter, inner, sleeps = wrapped(faults, clock)
     assert (await adapter.generate(CALL)).output == "ok"
-    clock.now += 11
+    clock.advance(11)
     with pytest.raises(ModelUnavailable, match=r"injected outage \(5s from 10s\) at 11.0s"):
         await adapter.generate(CALL)
     assert inner.calls == 1
     assert sleeps.delays_s == [0.05]  # no latency added before an outage error
-    clock.now += 5
+    clock.advance(5)
     assert (await adapter.generate(CALL)).output == "ok"
 
 

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from streams.config import CircuitConfig
-from streams.evaluation.circuit import CircuitBreaker, CircuitState, nearest_rank_p95
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
+from streams.evaluation.circuit import (
+    CallOutcome,
+    CircuitBreaker,
+    CircuitSnapshot,
+    CircuitState,
+    CircuitView,
+    nearest_rank_p95,
+)
+from tests.clock import FakeClock
 
 
 @pytest.fixture
@@ -24,9 +23,31 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def breaker(
-    clock: FakeClock, latency_limit_ms: float | None = None, **config: object
-) -> CircuitBreaker:
+class Breaker:
+    """A `CircuitBreaker` read and driven at the fake clock's time."""
+
+    def __init__(self, breaker: CircuitBreaker, clock: FakeClock) -> None:
+        self.breaker = breaker
+        self.clock = clock
+
+    @property
+    def state(self) -> CircuitState:
+        return self.breaker.advance(self.clock()).state
+
+    def view(self) -> CircuitView:
+        return self.breaker.advance(self.clock())
+
+    def allow(self) -> bool:
+        return self.breaker.allow(self.clock())
+
+    def record(self, success: bool, latency_ms: float, timed_out: bool = False) -> None:
+        self.breaker.record(CallOutcome(success, latency_ms, timed_out), self.clock())
+
+    def snapshot(self) -> CircuitSnapshot:
+        return self.breaker.snapshot(self.clock())
+
+
+def breaker(clock: FakeClock, latency_limit_ms: float | None = None, **config: object) -> Breaker:
     settings: dict[str, object] = {
         "window_s": 10.0,
         "min_calls": 10,
@@ -35,19 +56,17 @@ def breaker(
         "half_open_probes": 2,
     }
     settings.update(config)
-    return CircuitBreaker(CircuitConfig.model_validate(settings), latency_limit_ms, clock=clock)
+    return Breaker(CircuitBreaker(CircuitConfig.model_validate(settings), latency_limit_ms), clock)
 
 
-def record_many(
-    circuit: CircuitBreaker, successes: int, failures: int, latency_ms: float = 10.0
-) -> None:
+def record_many(circuit: Breaker, successes: int, failures: int, latency_ms: float = 10.0) -> None:
     for _ in range(successes):
         circuit.record(True, latency_ms)
     for _ in range(failures):
         circuit.record(False, latency_ms)
 
 
-def open_circuit(circuit: CircuitBreaker) -> None:
+def open_circuit(circuit: Breaker) -> None:
     record_many(circuit, successes=0, failures=10)
     assert circuit.state is CircuitState.OPEN
 
@@ -222,3 +241,99 @@ def test_nearest_rank_p95() -> None:
     assert nearest_rank_p95([]) is None
     assert nearest_rank_p95([float(n) for n in range(1, 101)]) == 95.0
     assert nearest_rank_p95([5.0]) == 5.0
+
+
+def test_reading_the_state_or_a_snapshot_changes_nothing(clock: FakeClock) -> None:
+    circuit = breaker(clock)
+    open_circuit(circuit)
+    clock.advance(6.0)  # past open_s: due to become half-open, but nobody advanced it
+    raw = circuit.breaker
+    assert raw.snapshot(clock()).state is CircuitState.HALF_OPEN  # what advance would give
+    assert raw.state is CircuitState.OPEN
+    assert raw.snapshot(clock()).state is CircuitState.HALF_OPEN
+    assert raw.advance(clock()).state is CircuitState.HALF_OPEN  # the explicit transition
+    assert raw.state is CircuitState.HALF_OPEN
+
+
+def test_views_predict_what_recording_does(clock: FakeClock) -> None:
+    """The decision predicts with `CircuitView.after_call`; the breaker must agree."""
+    circuit = breaker(clock)
+    for success in [True, False, False, True, False, False, False, False, False, False, False]:
+        call = CallOutcome(success, 10.0)
+        predicted = circuit.view().after_call(call)
+        circuit.breaker.record(call, clock())
+        assert circuit.view() == predicted
+    assert circuit.state is CircuitState.OPEN
+    clock.advance(5.0)
+    assert circuit.allow()
+    predicted = circuit.view().after_call(CallOutcome(True, 10.0))
+    circuit.record(True, 10.0)
+    assert circuit.view() == predicted
+
+
+# ------------------------------------------------------------ slow calls ----
+
+
+def test_slow_timeouts_open_before_min_calls_is_ever_reached(clock: FakeClock) -> None:
+    """A silent upstream: ~5 s per call left 16 calls in a 30 s window, below
+    min_calls 20, and the failure rate alone never opened the circuit."""
+    circuit = breaker(clock, window_s=30.0, min_calls=20, open_s=60.0)
+    for number in range(1, 17):
+        circuit.record(False, 5000.0, timed_out=True)
+        clock.advance(1.8)  # 16 calls in 30 s
+        expected = CircuitState.OPEN if number >= 5 else CircuitState.CLOSED
+        assert circuit.breaker.state is expected, number
+    assert circuit.snapshot().times_opened == 1
+    assert "5 slow calls of 5 calls in 30 s" in circuit.view().why
+
+
+def test_calls_over_slow_call_ms_are_slow_even_when_they_succeed(clock: FakeClock) -> None:
+    circuit = breaker(clock, min_calls=20, slow_call_ms=2000.0)
+    record_many(circuit, successes=4, failures=0, latency_ms=2000.0)
+    record_many(circuit, successes=1, failures=0, latency_ms=1999.0)
+    assert circuit.state is CircuitState.CLOSED  # 4 slow calls < min_slow_calls 5
+    circuit.record(True, 2500.0)
+    assert circuit.state is CircuitState.OPEN  # 5 of 6 slow: 83% >= 80%
+
+
+def test_slow_calls_below_the_slow_call_rate_do_not_open(clock: FakeClock) -> None:
+    circuit = breaker(clock, min_calls=20)
+    for _ in range(9):  # 18 calls: below min_calls 20
+        circuit.record(False, 5000.0, timed_out=True)
+        record_many(circuit, successes=1, failures=0)  # half the calls are quick
+    assert circuit.state is CircuitState.CLOSED
+
+
+def test_without_slow_call_ms_only_timeouts_are_slow(clock: FakeClock) -> None:
+    circuit = breaker(clock, min_calls=20)
+    record_many(circuit, successes=10, failures=0, latency_ms=60_000.0)
+    assert circuit.state is CircuitState.CLOSED
+
+
+def test_slow_calls_never_need_more_than_min_calls(clock: FakeClock) -> None:
+    circuit = breaker(clock, min_calls=3, failure_rate=1.0, slow_call_ms=100.0)
+    record_many(circuit, successes=3, failures=0, latency_ms=150.0)
+    assert circuit.state is CircuitState.OPEN
+
+
+def test_every_transition_is_logged_with_its_reason(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    circuit = breaker(clock, half_open_probes=1)
+    circuit.breaker.name = "primary"
+    with caplog.at_level(logging.WARNING, logger="streams.evaluation.circuit"):
+        open_circuit(circuit)
+        clock.advance(5.0)
+        assert circuit.allow()
+        circuit.record(False, 10.0, timed_out=True)
+        clock.advance(5.0)
+        assert circuit.allow()
+        circuit.record(True, 10.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "circuit primary: closed -> open (10 failures of 10 calls in 10 s >= 50%)",
+        "circuit primary: open -> half_open (open_s 5 s elapsed: probing)",
+        "circuit primary: half_open -> open (a probe timed out)",
+        "circuit primary: open -> half_open (open_s 5 s elapsed: probing)",
+        "circuit primary: half_open -> closed (1 probe succeeded)",
+    ]
+    assert {r.levelno for r in caplog.records} == {logging.WARNING}

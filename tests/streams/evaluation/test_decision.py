@@ -1,8 +1,9 @@
 """The fallback decision logic, pure: no broker, no worker, time from a fake clock.
 
 Configs come from `parse_config` (adapters are never called here), events are
-built directly, breakers are real `CircuitBreaker`s on a fake clock and the
-safety scorer is the real profanity classifier.
+built directly, breakers are real `CircuitBreaker`s on a fake clock (their views
+passed in, the outcome's events applied as the stage does) and the safety
+scorer is the real profanity classifier.
 """
 
 from __future__ import annotations
@@ -26,27 +27,35 @@ from schemas.events import (
     Verdict,
 )
 from streams.config import FallbackConfig, SafetyConfig, parse_config
-from streams.evaluation.circuit import CircuitBreaker, CircuitState
-from streams.evaluation.decision import DecisionContext, Outcome, evaluate_attempt, route_request
+from streams.evaluation.circuit import (
+    CallOutcome,
+    CircuitBreaker,
+    CircuitState,
+    RecordCall,
+    ReleaseProbe,
+    ReserveProbe,
+    apply_breaker_events,
+    circuit_views,
+)
+from streams.evaluation.decision import (
+    Charge,
+    DecisionContext,
+    Outcome,
+    call_may_start,
+    evaluate_attempt,
+    route_request,
+    skipped_call,
+)
 from streams.evaluation.safety import SafetyScorer
+from tests.clock import FakeClock
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 SAFE_TEXT = "Four."
 UNSAFE_TEXT = "you are a fucking idiot and i hate you"
+BAD = Trigger.BAD_REQUEST
 
 
 # ---------------------------------------------------------------- set-up ----
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now_s = 1000.0
-
-    def __call__(self) -> float:
-        return self.now_s
-
-    def advance(self, seconds: float) -> None:
-        self.now_s += seconds
 
 
 @pytest.fixture(scope="module")
@@ -81,30 +90,40 @@ class World:
     def __init__(self, config: FallbackConfig, safety: SafetyScorer) -> None:
         self.config = config
         self.clock = FakeClock()
-        self.circuits = {
-            t.name: CircuitBreaker(t.circuit, t.accept.max_latency_ms, clock=self.clock)
-            for t in config.tiers
-        }
+        self.circuits = {t.name: CircuitBreaker.for_tier(t) for t in config.tiers}
         self.safety = safety
         self.spend: dict[str, float] = {}
         self.rng = random.Random(1234)
         self.now = NOW
 
-    def ctx(self) -> DecisionContext:
+    def ctx(self, tenant: str = "default") -> DecisionContext:
         return DecisionContext(
             config=self.config,
-            circuits=self.circuits,
+            circuits=circuit_views(self.circuits, self.clock()),
             safety=self.safety,
-            tenant_spend_usd=lambda tenant: self.spend.get(tenant, 0.0),
+            tenant_spend_usd=self.spend.get(tenant, 0.0),
             now=self.now,
             rng=self.rng,
         )
 
+    def apply(self, outcome: Outcome) -> Outcome:
+        """What the stage does with an outcome: breaker events and charges."""
+        apply_breaker_events(self.circuits, outcome.breaker_events, self.clock())
+        for charge in outcome.charges:
+            self.spend[charge.tenant] = self.spend.get(charge.tenant, 0.0) + charge.usd
+        return outcome
+
     def route(self, req: Request) -> Outcome:
-        return checked(route_request(req, self.now, self.ctx()))
+        return self.apply(checked(route_request(req, self.now, self.ctx(req.tenant))))
 
     def evaluate(self, attempt: Attempt) -> Outcome:
-        return checked(evaluate_attempt(attempt, self.ctx()))
+        ctx = self.ctx(attempt.routed.request.tenant)
+        return self.apply(checked(evaluate_attempt(attempt, ctx)))
+
+    def fail(self, tier: str, times: int) -> None:
+        """Failures recorded straight into a tier's breaker."""
+        for _ in range(times):
+            self.circuits[tier].record(CallOutcome(False, 10.0), self.clock())
 
     def forwarded(self, req: Request) -> RoutedRequest:
         outcome = self.route(req)
@@ -228,7 +247,7 @@ def test_a_new_request_goes_to_the_first_tier(world: Maker) -> None:
     w = world()
     received = NOW - timedelta(milliseconds=3)
     outcome = route_request(request(), received, w.ctx())
-    assert outcome.verdicts == [] and outcome.response is None
+    assert outcome.verdicts == () and outcome.response is None
     forward = outcome.forward
     assert forward is not None
     assert (forward.tier, forward.attempt, forward.tier_retry) == ("primary", 1, 0)
@@ -243,7 +262,7 @@ def test_restricted_tiers_are_passed_over_silently_in_normal_routing(world: Make
         policy={"restricted_tier": "guarded"},
     )
     outcome = w.route(request())
-    assert outcome.verdicts == []
+    assert outcome.verdicts == ()
     assert outcome.forward is not None and outcome.forward.tier == "primary"
     assert outcome.forward.attempt == 1
 
@@ -316,7 +335,7 @@ def test_unsafe_prompt_goes_to_the_restricted_tier(world: Maker) -> None:
         policy={"restricted_tier": "guarded", "input_safety": True},
     )
     unsafe = w.route(request(input={"messages": [{"role": "user", "content": UNSAFE_TEXT}]}))
-    assert unsafe.verdicts == []
+    assert unsafe.verdicts == ()
     assert unsafe.forward is not None
     assert (unsafe.forward.tier, unsafe.forward.attempt) == ("guarded", 1)
     assert unsafe.forward.restricted
@@ -346,8 +365,7 @@ def test_route_to_restricted_rule_confines_the_request(world: Maker) -> None:
 
 def test_open_circuit_skips_the_tier_without_a_call(world: Maker) -> None:
     w = world()
-    for _ in range(20):
-        w.circuits["primary"].record(False, 10.0)
+    w.fail("primary", 20)
     assert w.circuits["primary"].state is CircuitState.OPEN
     outcome = w.route(request())
     verdict = only_verdict(outcome)
@@ -677,8 +695,7 @@ def test_the_last_tier_rejecting_answers_unavailable(world: Maker) -> None:
 
 def test_rejection_followed_by_skips_chains_next_tier_through_them(world: Maker) -> None:
     w = world()
-    for _ in range(20):
-        w.circuits["backup"].record(False, 10.0)
+    w.fail("backup", 20)
     outcome = w.evaluate(failure(w.forwarded(request()), Trigger.ERROR))
     assert [(v.tier, v.trigger, v.next_tier) for v in outcome.verdicts] == [
         ("primary", Trigger.ERROR, "backup"),
@@ -970,7 +987,7 @@ def run_request(w: World, req: Request, rng: random.Random) -> tuple[list[Verdic
             return verdicts, outcome.response
         assert outcome.forward is not None
         attempt = behave(rng.choice(BEHAVIOURS), outcome.forward)
-        w.spend[req.tenant] = w.spend.get(req.tenant, 0.0) + attempt.cost_usd
+        # (the attempt's charge: in the outcome, applied by w.evaluate)
         w.clock.advance(rng.uniform(0, 0.5))
         outcome = w.evaluate(attempt)
     raise AssertionError("no final response after 50 steps")
@@ -1048,3 +1065,107 @@ def test_every_request_gets_one_consistent_final_response(world: Maker) -> None:
         Trigger.OVER_BUDGET,
         Trigger.CIRCUIT_OPEN,
     } <= triggers
+
+
+# ------------------------------------------------------------------ purity ----
+
+
+def test_a_decision_changes_nothing_it_is_given(world: Maker) -> None:
+    """Values in, the same outcome out, however often it is asked; breakers untouched."""
+    w = world(three_tiers(primary={"circuit": {"min_calls": 2}}))
+    routed = w.forwarded(request())
+    attempt = failure(routed, Trigger.ERROR)
+    ctx = w.ctx()
+    views = dict(ctx.circuits)
+    before = attempt.model_copy(deep=True)
+    first = evaluate_attempt(attempt, ctx)
+    second = evaluate_attempt(attempt, ctx)
+    assert first == second
+    assert ctx.circuits == views and attempt == before
+    assert w.circuits["primary"].snapshot(w.clock()).calls == 0  # only events, not applied
+    assert first.breaker_events == (RecordCall("primary", CallOutcome(False, 50.0)),)
+    w.apply(first)
+    assert w.circuits["primary"].snapshot(w.clock()).calls == 1
+
+
+def test_charges_are_returned_and_count_for_the_next_tier_at_once(world: Maker) -> None:
+    w = world(budgets={"tenants": {"skint": {"usd": 0.005, "expensive_above_usd": 0.0005}}})
+    forward = w.forwarded(request(tenant="skint"))
+    outcome = evaluate_attempt(answer(forward, confidence=0.1, cost_usd=0.01), w.ctx("skint"))
+    assert outcome.charges == (Charge("skint", 0.01, NOW + timedelta(milliseconds=100)),)
+    # the $0.01 just spent passes the budget: backup ($0.001) is skipped, local is free
+    assert [(v.tier, v.trigger) for v in outcome.verdicts] == [
+        ("primary", Trigger.LOW_CONFIDENCE),
+        ("backup", Trigger.OVER_BUDGET),
+    ]
+    assert w.spend == {}  # nothing charged until the stage applies it
+
+
+def test_a_half_open_tier_given_a_request_reserves_a_probe(world: Maker) -> None:
+    w = world(three_tiers(primary={"circuit": {"min_calls": 2, "half_open_probes": 1}}))
+    w.fail("primary", 2)
+    w.clock.advance(5)
+    ctx = w.ctx()
+    assert ctx.circuits["primary"].state is CircuitState.HALF_OPEN
+    outcome = route_request(request(), NOW, ctx)
+    assert outcome.forward is not None and outcome.forward.tier == "primary"
+    assert outcome.breaker_events == (ReserveProbe("primary"),)
+    w.apply(outcome)
+    assert w.circuits["primary"].snapshot(w.clock()).probes_in_flight == 1
+    # the one probe slot is taken: the next request skips the tier
+    assert w.route(request(request_id="r2")).verdicts[0].trigger is Trigger.CIRCUIT_OPEN
+
+
+def test_bad_requests_never_touch_the_breaker(world: Maker) -> None:
+    w = world(three_tiers(primary={"circuit": {"min_calls": 2, "half_open_probes": 1}}))
+    for number in range(5):
+        outcome = w.evaluate(failure(w.forwarded(request(request_id=f"b{number}")), BAD))
+        assert outcome.breaker_events == ()
+        assert outcome.forward is not None and outcome.forward.tier == "backup"
+    assert w.circuits["primary"].snapshot(w.clock()).calls == 0
+    # half-open: a bad request that took the probe hands it back, the circuit stays half-open
+    w.fail("primary", 2)
+    w.clock.advance(5)
+    probe = w.forwarded(request(request_id="probe"))
+    assert probe.tier == "primary"
+    outcome = w.evaluate(failure(probe, BAD))
+    assert outcome.breaker_events == (ReleaseProbe("primary"),)
+    assert w.circuits["primary"].state is CircuitState.HALF_OPEN
+    assert w.forwarded(request(request_id="next")).tier == "primary"
+
+
+def test_a_call_skipped_at_call_time_is_a_verdict_without_a_call(world: Maker) -> None:
+    w = world()
+    routed = w.forwarded(request())
+    w.fail("primary", 20)
+    assert not call_may_start(w.ctx().circuits["primary"])
+    skipped = skipped_call(routed, "primary-model", NOW + timedelta(milliseconds=40))
+    outcome = w.evaluate(skipped)
+    first = outcome.verdicts[0]
+    assert (first.tier, first.called, first.trigger, first.next_tier) == (
+        "primary",
+        False,
+        Trigger.CIRCUIT_OPEN,
+        "backup",
+    )
+    assert (first.model, first.cost_usd, first.latency_ms) == (None, 0.0, 0.0)
+    assert first.queue_wait_ms == pytest.approx(40.0)
+    assert outcome.breaker_events == ()  # a call never made says nothing about health
+    assert outcome.forward is not None
+    assert (outcome.forward.tier, outcome.forward.attempt) == ("backup", 2)
+
+
+def test_calls_may_start_unless_the_circuit_is_open(world: Maker) -> None:
+    w = world(three_tiers(primary={"circuit": {"min_calls": 2}}))
+    assert call_may_start(w.ctx().circuits["primary"])
+    assert call_may_start(None)
+    w.fail("primary", 2)
+    assert not call_may_start(w.ctx().circuits["primary"])
+    w.clock.advance(5)
+    assert call_may_start(w.ctx().circuits["primary"])  # half-open: it may be the probe
+
+
+def test_timeouts_are_recorded_as_slow_failures(world: Maker) -> None:
+    w = world()
+    outcome = w.evaluate(failure(w.forwarded(request()), Trigger.TIMEOUT, latency_ms=1000))
+    assert outcome.breaker_events == (RecordCall("primary", CallOutcome(False, 1000.0, True)),)

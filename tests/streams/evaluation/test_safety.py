@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streams.config import SafetyConfig
-from streams.evaluation.safety import SafetyScorer, answer_text_of, text_of_input, text_of_output
+from streams.evaluation.safety import SafetyScorer, text_of_input
 
 
 @pytest.fixture(scope="module")
@@ -89,25 +89,6 @@ def test_input_scoring_reads_chat_messages_and_prompt(scorer: SafetyScorer) -> N
     assert not scorer.score_input(safe_chat).unsafe
     assert scorer.score_input({"prompt": "my password = 1234"}).unsafe
     assert not scorer.score_input({"features": [0.0] * 64}).unsafe
-
-
-def test_text_of_output_shapes() -> None:
-    assert text_of_output("plain") == "plain"
-    assert text_of_output({"content": "c"}) == "c"
-    assert text_of_output({"text": "t"}) == "t"
-    assert text_of_output({"answer": "a"}) == "a"
-    assert text_of_output({"choices": [{"message": {"role": "assistant", "content": "m"}}]}) == "m"
-    assert text_of_output({"choices": [{"text": "legacy"}]}) == "legacy"
-    assert (
-        text_of_output({"content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}]})
-        == "x\ny"
-    )
-    assert text_of_output({"label": 3}) == '{"label": 3}'
-    assert text_of_output(None) == ""
-    assert answer_text_of({"label": 3}) is None
-    assert answer_text_of({"content": "hi", "role": "assistant", "tool_calls": []}) == "hi"
-    assert answer_text_of({"answer": "42", "sources": ["a"]}) is None  # structured data
-    assert answer_text_of({"content": None}) == ""
 
 
 def test_text_of_input_content_parts() -> None:

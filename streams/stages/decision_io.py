@@ -1,0 +1,36 @@
+"""The decision's I/O for the router and the evaluators: read the values a
+decision consults, then carry out the outcome it returned.
+
+Nothing awaits between the two, so the breakers a decision saw are the ones
+its events are applied to.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from streams.evaluation.circuit import apply_breaker_events, circuit_views
+from streams.evaluation.decision import DecisionContext, Outcome
+from streams.stages.context import Pipeline
+
+
+def decision_context(pipeline: Pipeline, tenant: str, now: datetime) -> DecisionContext:
+    """The breakers advanced to now, and `tenant`'s spend, as values."""
+    return DecisionContext(
+        config=pipeline.config,
+        circuits=circuit_views(pipeline.circuits, time.monotonic()),
+        safety=pipeline.safety,
+        tenant_spend_usd=pipeline.tenant_spend_usd(tenant),
+        now=now,
+        rng=pipeline.rng,
+    )
+
+
+async def carry_out(pipeline: Pipeline, outcome: Outcome) -> None:
+    """Breaker events and charges first (before the next decision reads them),
+    then the verdicts and the forward or response into the producer."""
+    apply_breaker_events(pipeline.circuits, outcome.breaker_events, time.monotonic())
+    for charge in outcome.charges:
+        pipeline.record_spend(charge.tenant, charge.usd, charge.charged_at)
+    await pipeline.publish_outcome(outcome)
