@@ -1,6 +1,7 @@
 """Wire formats: Avro (fastavro) for internal topics, JSON for the public ones.
 
-Avro schemas are parsed once at import.  Fields marked `"json": true` in an
+Each `.avsc` is read and parsed the first time its event is encoded or
+decoded, then cached (`functools.cache`).  Fields marked `"json": true` in an
 `.avsc` hold arbitrary JSON (request input, model output) as a string; the
 codec converts them both ways so callers only ever see pydantic models.
 """
@@ -14,7 +15,6 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import fastavro
-from faust.serializers import codecs
 from pydantic import BaseModel, ValidationError
 
 from schemas.errors import EventDecodeError, EventError, EventTooLarge
@@ -184,29 +184,3 @@ def _sniff_request_id(head: bytes) -> str | None:
         return None
     end = rest.find(b'"', 1)
     return rest[1:end].decode(errors="replace") if end > 0 else None
-
-
-class AvroEventCodec(codecs.Codec):
-    """Faust codec for one internal event type: `topic.send(value=model)` writes Avro."""
-
-    def __init__(self, model: type[BaseModel]) -> None:
-        super().__init__(model=model.__name__)
-        self.model = model
-
-    def _dumps(self, obj: Any) -> bytes:
-        return encode_avro(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return decode_avro(self.model, s)
-
-
-def codec_name(model: type[BaseModel]) -> str:
-    return f"avro-{AVRO_SCHEMA_FILES[model].replace('_', '-')}"
-
-
-def register_faust_codecs() -> None:
-    """Make `avro-<event>` codec names known to Faust (idempotent)."""
-    for model in AVRO_SCHEMA_FILES:
-        name = codec_name(model)
-        if name not in codecs.codecs:
-            codecs.register(name, AvroEventCodec(model))

@@ -25,7 +25,6 @@ import faust
 from faust.types import StreamT
 
 from analytics.errors import AnalyticsError
-from schemas.codec import register_faust_codecs
 from schemas.errors import EventDecodeError
 from streams.adapters.registry import build_adapter
 from streams.config import FallbackConfig
@@ -97,7 +96,6 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     kafka = config.kafka
     if kafka.bootstrap_servers is None:
         raise ValueError("kafka.bootstrap_servers is not set (start the embedded broker first)")
-    register_faust_codecs()
     for tier in config.tiers:
         prepare_quality_checks(tier.accept.quality)  # a bad schema/callable fails start-up
     # Faust's consumer only reads the spend topic and the table's changelog: a
