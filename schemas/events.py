@@ -244,14 +244,24 @@ class Spend(Event):
 
 
 class DeadLetter(Event):
-    """An event no stage could process, with why (`<prefix>dlq`)."""
+    """An event no stage could process, with why (`<prefix>dlq`).
+
+    The raw key and value are kept whole when the letter fits in one producer
+    request; otherwise (`truncated`) only their first bytes are, and
+    `value_bytes` and `value_sha256` still identify the whole value."""
 
     schema_version: int = SCHEMA_VERSION
     source_topic: str
     partition: int
     offset: int
     key_b64: str | None
+    key_bytes: int | None = Field(default=None, description="size of the whole raw key")
     value_b64: str
+    value_bytes: int = Field(ge=0, description="size of the whole raw value")
+    value_sha256: str = Field(description="hex sha256 of the whole raw value")
+    truncated: bool = Field(
+        default=False, description="key_b64/value_b64 hold a prefix, or nothing (fallback)"
+    )
     reason: str
     error_type: str
     stage: str

@@ -133,7 +133,10 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         config=config,
         topics=catalog,
         publisher=Publisher(
-            producer=app.producer, topics=catalog, response_format=config.worker.response_format
+            producer=app.producer,
+            topics=catalog,
+            response_format=config.worker.response_format,
+            max_record_bytes=app.conf.producer_max_request_size,
         ),
         adapters={tier.name: build_adapter(tier) for tier in config.tiers},
         circuits={

@@ -17,10 +17,11 @@ async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
     try:
         request = decode_request(record.value, pipeline.config.worker.max_request_bytes)
     except EventDecodeError as exc:
-        await pipeline.dead_letter_undecodable(record, exc, "router")
         if exc.request_id:
-            # The caller can be told, so nobody waits forever for an answer.
+            # The caller can be told, so nobody waits forever for an answer; told
+            # first, because the dead letter below waits for the broker's ack.
             await pipeline.publisher.respond(invalid_response(exc.request_id, exc.reason, now))
+        await pipeline.dead_letter_undecodable(record, exc, "router")
         pipeline.metrics.invalid += 1
         return
     if pipeline.seen_requests.seen_before(request.request_id, time.monotonic()):

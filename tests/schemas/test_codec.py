@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -11,6 +12,7 @@ from schemas.codec import (
     decode_request,
     encode_avro,
     encode_json,
+    request_id_in_prefix,
 )
 from schemas.errors import EventDecodeError, EventTooLarge
 from schemas.events import (
@@ -147,7 +149,11 @@ def sample_events() -> list[object]:
             partition=1,
             offset=7,
             key_b64=None,
+            key_bytes=None,
             value_b64=base64.b64encode(b"\xff").decode(),
+            value_bytes=1,
+            value_sha256=hashlib.sha256(b"\xff").hexdigest(),
+            truncated=True,
             reason="bad",
             error_type="EventDecodeError",
             stage="router",
@@ -213,6 +219,38 @@ def test_oversized_request_is_refused_with_its_id() -> None:
         decode_request(payload, 1000)
     assert caught.value.request_id == "big"
     assert "max_request_bytes" in caught.value.reason
+
+
+def test_oversized_avro_request_is_refused_too_with_its_id() -> None:
+    payload = encode_avro(sample_request().model_copy(update={"input": {"pad": "x" * 5000}}))
+    with pytest.raises(EventTooLarge) as caught:
+        decode_request(payload, 300)
+    assert caught.value.request_id == "9f1c"
+
+
+@pytest.mark.parametrize(
+    ("head", "request_id"),
+    [
+        (b'{"request_id": "r1", "input": {"pad": "xxxx', "r1"),
+        (b'  {"input": {"a": [1, {"b": 2}]}, "tenant": "t", "request_id": "r2", "pad": "', "r2"),
+        (b'{"input": {"request_id": "nested"}, "pad": "xx', None),
+        (b'{"pad": "xxxxxxxx', None),
+        (b'{"request_id": 7, "input": {}}', None),
+        (b'{"request_id": "' + b"x" * 300 + b'"}', None),
+        (b"[1, 2]", None),
+        (b"", None),
+    ],
+)
+def test_request_id_is_read_from_the_top_level_of_a_prefix(
+    head: bytes, request_id: str | None
+) -> None:
+    assert request_id_in_prefix(head) == request_id
+
+
+def test_request_id_is_read_from_a_broken_request() -> None:
+    with pytest.raises(EventDecodeError) as caught:
+        decode_request(b'{"request_id": "r5", "input": {"a": }}', 10_000)
+    assert caught.value.request_id == "r5" and "not valid" in caught.value.reason
 
 
 def test_truncated_avro_is_a_decode_error() -> None:
