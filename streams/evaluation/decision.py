@@ -435,5 +435,6 @@ def invalid_response(request_id: str, reason: str, now: datetime) -> Response:
         tenant="unknown",
         status="invalid",
         message=f"Invalid request: {reason}",
+        reason=reason,
         completed_at=now,
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from schemas.codec import decode_request
 from schemas.errors import EventDecodeError
+from schemas.intake import RequestLimits, read_request
+from streams.config import WorkerConfig
 from streams.evaluation.decision import invalid_response, route_request
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.stages.context import Pipeline
@@ -15,7 +16,7 @@ from streams.stages.context import Pipeline
 async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
     now = datetime.now(UTC)
     try:
-        request = decode_request(record.value, pipeline.config.worker.max_request_bytes)
+        request = read_request(record.value, request_limits(pipeline.config.worker), now)
     except EventDecodeError as exc:
         if exc.request_id:
             # The caller can be told, so nobody waits forever for an answer; told
@@ -30,3 +31,13 @@ async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
     outcome = route_request(request, now, pipeline.decision_context(now))
     await pipeline.publish_outcome(outcome)
     pipeline.metrics.routed += 1
+
+
+def request_limits(worker: WorkerConfig) -> RequestLimits:
+    return RequestLimits(
+        max_bytes=worker.max_request_bytes,
+        max_depth=worker.max_request_depth,
+        max_deadline_ms=worker.max_deadline_ms,
+        created_at_max_age_s=worker.created_at_max_age_s,
+        created_at_max_ahead_s=worker.created_at_max_ahead_s,
+    )

@@ -33,7 +33,7 @@ async def test_malformed_and_wrong_schema_requests_are_dead_lettered(
     by_value = {base64.b64decode(letter["value_b64"]): letter for letter in letters}
 
     junk = by_value[b"{this is not json"]
-    assert "not valid UTF-8 JSON" in junk["reason"]
+    assert "not valid JSON" in junk["reason"]
     assert junk["stage"] == "router" and junk["request_id"] is None
     assert junk["source_topic"].endswith("requests") and junk["offset"] >= 0
     assert base64.b64decode(junk["key_b64"]) == b"junk"
@@ -139,3 +139,46 @@ async def test_a_request_near_a_megabyte_never_freezes_its_partition(
         assert metrics["stalled"] == 0 and metrics["dead_letters_truncated"] == 3
         assert metrics["dead_letter_fallbacks"] == 0
         assert pipeline.worker.get("/health/")["ready"]
+
+
+READABLE_BUT_UNANSWERED = {
+    # Issue 10 item 2: each of these once got no response (and a dead letter
+    # with request_id null); now each is answered `invalid` with the reason.
+    "deadline-1e15": (
+        b'{"request_id": "deadline-1e15", "input": {}, "deadline_ms": 1000000000000000}',
+        "deadline_ms: above worker.max_deadline_ms",
+    ),
+    "deadline-2p63": (
+        b'{"request_id": "deadline-2p63", "input": {}, "deadline_ms": 9223372036854775808}',
+        "deadline_ms: above worker.max_deadline_ms",
+    ),
+    "year-9999": (
+        b'{"request_id": "year-9999", "input": {}, "created_at": "9999-12-31T23:59:59Z"}',
+        "created_at: more than worker.created_at_max_ahead_s",
+    ),
+    "nested-10000": (
+        b'{"request_id": "nested-10000", "input": {"x": ' + b"[" * 10_000 + b"]" * 10_000 + b"}}",
+        "nested deeper than worker.max_request_depth",
+    ),
+    "bad-utf8": (
+        b'{"request_id": "bad-utf8", "input": {"prompt": "caf\xe9"}}',
+        "not valid UTF-8",
+    ),
+}
+
+
+async def test_readable_requests_out_of_bounds_are_answered_invalid(
+    shared_pipeline: PipelineHarness,
+) -> None:
+    waiters = {rid: shared_pipeline.expect(rid) for rid in READABLE_BUT_UNANSWERED}
+    for request_id, (payload, _) in READABLE_BUT_UNANSWERED.items():
+        await shared_pipeline.send_raw(payload, key=request_id.encode())
+    for request_id, (_, reason) in READABLE_BUT_UNANSWERED.items():
+        response = await asyncio.wait_for(waiters[request_id], 20)
+        assert response.status == "invalid", request_id
+        assert response.reason is not None and reason in response.reason, response.reason
+        assert response.message == f"Invalid request: {response.reason}"
+    letters = await shared_pipeline.dead_letters(until=len(READABLE_BUT_UNANSWERED))
+    lettered = {letter["request_id"] for letter in letters if letter["stage"] == "router"}
+    assert set(READABLE_BUT_UNANSWERED) <= lettered
+    assert (await shared_pipeline.ask()).status == "served"

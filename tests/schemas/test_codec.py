@@ -9,12 +9,10 @@ import pytest
 
 from schemas.codec import (
     decode_avro,
-    decode_request,
     encode_avro,
     encode_json,
-    request_id_in_prefix,
 )
-from schemas.errors import EventDecodeError, EventTooLarge
+from schemas.errors import EventDecodeError
 from schemas.events import (
     Attempt,
     AttemptSummary,
@@ -178,79 +176,6 @@ def test_json_round_trip_of_public_events() -> None:
     assert body["message"] is None
     assert body["status"] == "served" and body["attempts"][0]["trigger"] == "timeout"
     assert Response.model_validate(body) == response
-
-
-def test_request_json_minimal_gets_defaults() -> None:
-    request = decode_request(b'{"request_id": "r1", "input": {"prompt": "hi"}}', 10_000)
-    assert request.tenant == "default" and request.tags == [] and request.created_at.tzinfo
-
-
-def test_request_avro_is_accepted_too() -> None:
-    request = sample_request()
-    assert decode_request(encode_avro(request), 10_000) == request
-
-
-@pytest.mark.parametrize(
-    ("payload", "reason", "request_id"),
-    [
-        (b"{not json", "not valid UTF-8 JSON", None),
-        (b"\xff\xfe", "not valid", None),
-        (b"[1, 2]", "must be a JSON object", None),
-        (b'{"input": {}}', "request_id: Field required", None),
-        (
-            b'{"request_id": "r9", "input": "text"}',
-            "input: Input should be a valid dictionary",
-            "r9",
-        ),
-        (b'{"request_id": "r8", "input": {}, "deadline_ms": -1}', "deadline_ms", "r8"),
-        (b'{"request_id": "r7", "input": {}, "surprise": 1}', "surprise: Extra inputs", "r7"),
-    ],
-)
-def test_bad_requests_name_the_problem(payload: bytes, reason: str, request_id: str | None) -> None:
-    with pytest.raises(EventDecodeError) as caught:
-        decode_request(payload, 10_000)
-    assert reason in caught.value.reason
-    assert caught.value.request_id == request_id
-
-
-def test_oversized_request_is_refused_with_its_id() -> None:
-    payload = json.dumps({"request_id": "big", "input": {"prompt": "x" * 5000}}).encode()
-    with pytest.raises(EventTooLarge) as caught:
-        decode_request(payload, 1000)
-    assert caught.value.request_id == "big"
-    assert "max_request_bytes" in caught.value.reason
-
-
-def test_oversized_avro_request_is_refused_too_with_its_id() -> None:
-    payload = encode_avro(sample_request().model_copy(update={"input": {"pad": "x" * 5000}}))
-    with pytest.raises(EventTooLarge) as caught:
-        decode_request(payload, 300)
-    assert caught.value.request_id == "9f1c"
-
-
-@pytest.mark.parametrize(
-    ("head", "request_id"),
-    [
-        (b'{"request_id": "r1", "input": {"pad": "xxxx', "r1"),
-        (b'  {"input": {"a": [1, {"b": 2}]}, "tenant": "t", "request_id": "r2", "pad": "', "r2"),
-        (b'{"input": {"request_id": "nested"}, "pad": "xx', None),
-        (b'{"pad": "xxxxxxxx', None),
-        (b'{"request_id": 7, "input": {}}', None),
-        (b'{"request_id": "' + b"x" * 300 + b'"}', None),
-        (b"[1, 2]", None),
-        (b"", None),
-    ],
-)
-def test_request_id_is_read_from_the_top_level_of_a_prefix(
-    head: bytes, request_id: str | None
-) -> None:
-    assert request_id_in_prefix(head) == request_id
-
-
-def test_request_id_is_read_from_a_broken_request() -> None:
-    with pytest.raises(EventDecodeError) as caught:
-        decode_request(b'{"request_id": "r5", "input": {"a": }}', 10_000)
-    assert caught.value.request_id == "r5" and "not valid" in caught.value.reason
 
 
 def test_truncated_avro_is_a_decode_error() -> None:
