@@ -18,10 +18,15 @@ async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
     try:
         request = read_request(record.value, request_limits(pipeline.config.worker), now)
     except EventDecodeError as exc:
-        if exc.request_id:
+        if exc.request_id is not None:
             # The caller can be told, so nobody waits forever for an answer; told
             # first, because the dead letter below waits for the broker's ack.
-            await pipeline.publisher.respond(invalid_response(exc.request_id, exc.reason, now))
+            # Once per request_id, valid or not, like every response.
+            if pipeline.seen_requests.seen_before(exc.request_id, time.monotonic()):
+                pipeline.metrics.duplicates += 1
+            else:
+                response = invalid_response(exc.request_id, exc.reason, now)
+                await pipeline.publisher.respond(response)
         await pipeline.dead_letter_undecodable(record, exc, "router")
         pipeline.metrics.invalid += 1
         return
