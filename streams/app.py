@@ -153,9 +153,11 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     pipeline.spend_table = build_spend_table(app)
 
     async def on_error(record: ConsumedRecord, exc: Exception, stage: str) -> bool:
-        if isinstance(exc, PublishError | AnalyticsError):
+        if isinstance(exc, AnalyticsError) or (isinstance(exc, PublishError) and exc.retryable):
             # Outputs could not be delivered/written: leave the record un-finished
             # so a restart replays it, rather than dead-letter a good event.
+            # (An output that can never be sent, e.g. over the producer's size
+            # limit, is dead-lettered below: replaying it would freeze the partition.)
             return False
         await pipeline.publisher.dead_letter(
             record=record,

@@ -62,7 +62,15 @@ FALLBACK_REASON_CHARS = 500
 
 
 class PublishError(FallbackError):
-    """The broker did not take a record after every retry; the input stays un-acked."""
+    """The broker did not take a record after every retry.
+
+    `retryable` says whether trying later may work (the broker was unreachable)
+    or never will (the record is over the producer's `max_request_size`).
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def send_retryable(exc: BaseException) -> bool:
@@ -123,7 +131,9 @@ class Publisher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise PublishError(f"could not send to {topic}: {exc}") from exc
+            raise PublishError(
+                f"could not send to {topic}: {exc}", retryable=send_retryable(exc)
+            ) from exc
         delivery.add_done_callback(self._on_delivery)
         return delivery
 
@@ -138,7 +148,9 @@ class Publisher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise PublishError(f"could not deliver to {topic}: {exc}") from exc
+            raise PublishError(
+                f"could not deliver to {topic}: {exc}", retryable=send_retryable(exc)
+            ) from exc
 
     async def _retrying(self, operation: Callable[[], Awaitable[Any]], what: str) -> Any:
         return await retry_async(

@@ -103,6 +103,13 @@ async def test_a_request_near_a_megabyte_never_freezes_its_partition(
         started = time.monotonic()
         for value in bad:
             await pipeline.client.producer.send_and_wait(topic, value, key=b"big", partition=0)
+        # Valid and just under the limit: its forward to the tier is over the
+        # producer's 1 MB, which no retry or replay can fix.
+        edge = json.dumps({"request_id": "edge", "input": {"pad": ""}}).encode()
+        edge = edge.replace(b'"pad": ""', b'"pad": "' + b"x" * (limit - len(edge)) + b'"')
+        edge_sent = await pipeline.client.producer.send_and_wait(
+            topic, edge, key=b"edge", partition=0
+        )
         after = pipeline.new_request(request_id="after-big")
         served = pipeline.expect(after.request_id)
         last = await pipeline.client.producer.send_and_wait(
@@ -111,7 +118,7 @@ async def test_a_request_near_a_megabyte_never_freezes_its_partition(
         # The next request on the same partition is served...
         assert (await asyncio.wait_for(served, 30)).status == "served"
         print(
-            f"\nserved the request after three ~1 MB bad ones in {time.monotonic() - started:.2f} s"
+            f"\nserved the request after four ~1 MB bad ones in {time.monotonic() - started:.2f} s"
         )
         # ...every bad one's caller is told...
         for request_id, waiter in waiters.items():
@@ -120,9 +127,11 @@ async def test_a_request_near_a_megabyte_never_freezes_its_partition(
         # ...and each bad one is dead-lettered with a prefix, its size and digest.
         letters = {
             letter["offset"]: letter
-            for letter in await pipeline.dead_letters(until=3)
+            for letter in await pipeline.dead_letters(until=4)
             if letter["partition"] == 0
         }
+        edge_letter = letters.pop(edge_sent.offset)
+        assert "MessageSizeTooLargeError" in edge_letter["reason"], edge_letter["reason"]
         assert len(letters) == 3
         for letter, value in zip(
             sorted(letters.values(), key=lambda x: x["offset"]), bad, strict=True
@@ -136,7 +145,7 @@ async def test_a_request_near_a_megabyte_never_freezes_its_partition(
             assert time.monotonic() < deadline, "commits stopped on partition 0"
             await asyncio.sleep(0.5)
         metrics = pipeline.worker.get("/metrics/")
-        assert metrics["stalled"] == 0 and metrics["dead_letters_truncated"] == 3
+        assert metrics["stalled"] == 0 and metrics["dead_letters_truncated"] == 4
         assert metrics["dead_letter_fallbacks"] == 0
         assert pipeline.worker.get("/health/")["ready"]
 

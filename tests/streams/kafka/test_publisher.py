@@ -111,17 +111,19 @@ async def test_a_transient_refusal_is_retried_and_the_record_goes_out() -> None:
 async def test_retries_are_bounded() -> None:
     producer = FakeProducer(down=True)
     pub = publisher(producer, send_max_tries=4)
-    with pytest.raises(PublishError, match="could not send"):
+    with pytest.raises(PublishError, match="could not send") as caught:
         await pub.enqueue(TOPICS.verdicts, "r1", b"v")
     assert producer.tries == 4
+    assert caught.value.retryable  # the broker may come back: replay, do not dead-letter
 
 
 async def test_a_record_too_large_is_refused_at_once_not_retried() -> None:
     producer = FakeProducer(max_request_size=100)
     pub = publisher(producer)
-    with pytest.raises(PublishError):
+    with pytest.raises(PublishError) as caught:
         await pub.enqueue(TOPICS.verdicts, "r1", b"x" * 200)
     assert producer.tries == 1
+    assert not caught.value.retryable  # it never will fit: replaying it would freeze
 
 
 async def test_a_failed_delivery_blocks_commits() -> None:
