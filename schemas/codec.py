@@ -1,6 +1,7 @@
 """Wire formats: Avro (fastavro) for internal topics, JSON for the public ones.
 
-Avro schemas are parsed once at import.  Fields marked `"json": true` in an
+Each `.avsc` is read and parsed the first time its event is encoded or
+decoded, then cached (`functools.cache`).  Fields marked `"json": true` in an
 `.avsc` hold arbitrary JSON (request input, model output) as a string; the
 codec converts them both ways so callers only ever see pydantic models.
 """
@@ -9,15 +10,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from functools import cache
 from importlib import resources
 from typing import Any, TypeVar
 
 import fastavro
-from faust.serializers import codecs
 from pydantic import BaseModel, ValidationError
 
-from schemas.errors import EventDecodeError, EventError, EventTooLarge
+from schemas.errors import EventDecodeError, EventError
 from schemas.events import (
     Attempt,
     DeadLetter,
@@ -90,9 +91,7 @@ def _convert(value: dict[str, Any] | None, plan: Plan, to_avro: bool) -> Any:
     for kind, name, sub in plan:
         item = value.get(name)
         if kind == "json":
-            value[name] = (
-                json.dumps(item, separators=(",", ":")) if to_avro else json.loads(str(item))
-            )
+            value[name] = _dump_json(item) if to_avro else json.loads(str(item))
         elif item is None:
             continue
         elif kind == "record":
@@ -100,6 +99,18 @@ def _convert(value: dict[str, Any] | None, plan: Plan, to_avro: bool) -> Any:
         else:
             value[name] = [_convert(x, sub, to_avro) for x in item]
     return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _dump_json(item: Any) -> str:
+    """Compact JSON, non-ASCII kept as is: escaping it (json's default) made a
+    request of 1 MB of "é" 3 MB on the internal topics, over the producer's limit."""
+    text = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+    if _SURROGATE.search(text):  # a lone surrogate has no UTF-8 form: escape it
+        text = json.dumps(item, separators=(",", ":"))
+    return text
 
 
 def encode_avro(event: BaseModel) -> bytes:
@@ -121,7 +132,16 @@ def decode_avro(model: type[M], payload: bytes) -> M:
         return model.model_validate(_convert(data, _plan(model), to_avro=False))
     except EventDecodeError:
         raise
-    except (ValidationError, ValueError, TypeError, EOFError, IndexError, KeyError) as exc:
+    except (
+        ValidationError,
+        ValueError,
+        TypeError,
+        EOFError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        RecursionError,  # JSON fields nested deeper than the interpreter can read
+    ) as exc:
         raise EventDecodeError(f"not a valid Avro {model.__name__}: {exc}") from exc
 
 
@@ -138,75 +158,3 @@ def decode_response(payload: bytes, response_format: str = "json") -> Response:
         return Response.model_validate_json(payload)
     except ValidationError as exc:
         raise EventDecodeError(f"not a valid JSON Response: {exc}") from exc
-
-
-def decode_request_json(payload: bytes, max_bytes: int) -> Request:
-    """Read a caller's request; errors name the problem and the request id when readable."""
-    if len(payload) > max_bytes:
-        raise EventTooLarge(
-            f"request is {len(payload)} bytes, above worker.max_request_bytes={max_bytes}",
-            request_id=_sniff_request_id(payload[:4096]),
-        )
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EventDecodeError(f"request is not valid UTF-8 JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise EventDecodeError(f"request must be a JSON object, got {type(data).__name__}")
-    request_id = data.get("request_id") if isinstance(data.get("request_id"), str) else None
-    try:
-        return Request.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise EventDecodeError(f"invalid request: {problems}", request_id=request_id) from exc
-
-
-def decode_request(payload: bytes, max_bytes: int) -> Request:
-    """Requests arrive as JSON by default; Avro (magic-less, schemaless) is accepted too."""
-    if payload[:1] in (b"{", b" ", b"\n", b"\t", b"\r") or not payload:
-        return decode_request_json(payload, max_bytes)
-    try:
-        return decode_avro(Request, payload)
-    except EventDecodeError:
-        return decode_request_json(payload, max_bytes)
-
-
-def _sniff_request_id(head: bytes) -> str | None:
-    marker = b'"request_id"'
-    at = head.find(marker)
-    if at < 0:
-        return None
-    rest = head[at + len(marker) :].lstrip().lstrip(b":").lstrip()
-    if not rest.startswith(b'"'):
-        return None
-    end = rest.find(b'"', 1)
-    return rest[1:end].decode(errors="replace") if end > 0 else None
-
-
-class AvroEventCodec(codecs.Codec):
-    """Faust codec for one internal event type: `topic.send(value=model)` writes Avro."""
-
-    def __init__(self, model: type[BaseModel]) -> None:
-        super().__init__(model=model.__name__)
-        self.model = model
-
-    def _dumps(self, obj: Any) -> bytes:
-        return encode_avro(obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return decode_avro(self.model, s)
-
-
-def codec_name(model: type[BaseModel]) -> str:
-    return f"avro-{AVRO_SCHEMA_FILES[model].replace('_', '-')}"
-
-
-def register_faust_codecs() -> None:
-    """Make `avro-<event>` codec names known to Faust (idempotent)."""
-    for model in AVRO_SCHEMA_FILES:
-        name = codec_name(model)
-        if name not in codecs.codecs:
-            codecs.register(name, AvroEventCodec(model))

@@ -8,6 +8,7 @@ in step with these models by `tests/schemas/test_avro_agreement.py`).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -81,20 +82,50 @@ class Event(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MAX_REQUEST_ID_CHARS = 256
+MAX_TENANT_CHARS = 128
+MAX_REGION_CHARS = 64
+MAX_TAGS = 64
+MAX_TAG_CHARS = 128
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 class Request(Event):
-    """A caller's request, as produced to `<prefix>requests` (public contract)."""
+    """A caller's request, as produced to `<prefix>requests` (public contract).
+
+    The bounds here hold wherever a request is read; the worker's own limits
+    (size, depth, deadline, created_at window) are applied on top by
+    `schemas.intake.read_request`.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
-    request_id: str = Field(min_length=1, max_length=256)
-    tenant: str = Field(default="default", min_length=1, max_length=128)
+    request_id: str = Field(min_length=1, max_length=MAX_REQUEST_ID_CHARS)
+    tenant: str = Field(default="default", min_length=1, max_length=MAX_TENANT_CHARS)
     input: dict[str, Any]
     params: dict[str, Any] = Field(default_factory=dict)
     deadline_ms: int | None = Field(default=None, gt=0)
-    max_cost_usd: float | None = Field(default=None, ge=0)
-    region: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    max_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    region: str | None = Field(default=None, min_length=1, max_length=MAX_REGION_CHARS)
+    tags: list[str] = Field(default_factory=list, max_length=MAX_TAGS)
     created_at: datetime = Field(default_factory=utc_now)
+
+    @field_validator("request_id", "tenant", "region")
+    @classmethod
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and _CONTROL_CHARACTER.search(value):
+            raise ValueError("must not contain control characters")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _bounded_tags(cls, tags: list[str]) -> list[str]:
+        for tag in tags:
+            if not 0 < len(tag) <= MAX_TAG_CHARS:
+                raise ValueError(f"each tag must have 1 to {MAX_TAG_CHARS} characters")
+            if _CONTROL_CHARACTER.search(tag):
+                raise ValueError("must not contain control characters")
+        return tags
 
     @field_validator("created_at")
     @classmethod
@@ -221,6 +252,8 @@ class Response(Event):
     output: Any = None
     confidence: float | None = None
     message: str | None = None
+    #: status `invalid`: what is wrong with the request (also in `message`)
+    reason: str | None = None
     latency_ms: float = 0.0
     cost_usd: float = 0.0
     deadline_ms: int | None = None
@@ -244,14 +277,24 @@ class Spend(Event):
 
 
 class DeadLetter(Event):
-    """An event no stage could process, with why (`<prefix>dlq`)."""
+    """An event no stage could process, with why (`<prefix>dlq`).
+
+    The raw key and value are kept whole when the letter fits in one producer
+    request; otherwise (`truncated`) only their first bytes are, and
+    `value_bytes` and `value_sha256` still identify the whole value."""
 
     schema_version: int = SCHEMA_VERSION
     source_topic: str
     partition: int
     offset: int
     key_b64: str | None
+    key_bytes: int | None = Field(default=None, description="size of the whole raw key")
     value_b64: str
+    value_bytes: int = Field(ge=0, description="size of the whole raw value")
+    value_sha256: str = Field(description="hex sha256 of the whole raw value")
+    truncated: bool = Field(
+        default=False, description="key_b64/value_b64 hold a prefix, or nothing (fallback)"
+    )
     reason: str
     error_type: str
     stage: str

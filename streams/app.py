@@ -25,7 +25,6 @@ import faust
 from faust.types import StreamT
 
 from analytics.errors import AnalyticsError
-from schemas.codec import register_faust_codecs
 from schemas.errors import EventDecodeError
 from streams.adapters.registry import build_adapter
 from streams.config import FallbackConfig
@@ -97,7 +96,6 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     kafka = config.kafka
     if kafka.bootstrap_servers is None:
         raise ValueError("kafka.bootstrap_servers is not set (start the embedded broker first)")
-    register_faust_codecs()
     for tier in config.tiers:
         prepare_quality_checks(tier.accept.quality)  # a bad schema/callable fails start-up
     # Faust's consumer only reads the spend topic and the table's changelog: a
@@ -135,7 +133,10 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         config=config,
         topics=catalog,
         publisher=Publisher(
-            producer=app.producer, topics=catalog, response_format=config.worker.response_format
+            producer=app.producer,
+            topics=catalog,
+            response_format=config.worker.response_format,
+            max_record_bytes=app.conf.producer_max_request_size,
         ),
         adapters={tier.name: build_adapter(tier) for tier in config.tiers},
         circuits={tier.name: CircuitBreaker.for_tier(tier) for tier in config.tiers},
@@ -149,9 +150,11 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     pipeline.spend_table = build_spend_table(app)
 
     async def on_error(record: ConsumedRecord, exc: Exception, stage: str) -> bool:
-        if isinstance(exc, PublishError | AnalyticsError):
+        if isinstance(exc, AnalyticsError) or (isinstance(exc, PublishError) and exc.retryable):
             # Outputs could not be delivered/written: leave the record un-finished
             # so a restart replays it, rather than dead-letter a good event.
+            # (An output that can never be sent, e.g. over the producer's size
+            # limit, is dead-lettered below: replaying it would freeze the partition.)
             return False
         await pipeline.publisher.dead_letter(
             record=record,

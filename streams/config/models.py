@@ -81,6 +81,16 @@ class WorkerConfig(Strict):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
     max_request_bytes: int = Field(default=1_000_000, ge=256)
+    max_request_depth: int = Field(
+        default=64, ge=2, le=500, description="JSON nesting of a request (outer object: 1)"
+    )
+    max_deadline_ms: int = Field(default=86_400_000, ge=1, description="largest deadline_ms")
+    created_at_max_age_s: float = Field(
+        default=604_800, gt=0, le=3.2e8, description="oldest created_at accepted, before now"
+    )
+    created_at_max_ahead_s: float = Field(
+        default=300, ge=0, le=3.2e8, description="created_at accepted after now (clock skew)"
+    )
     dedupe_window_s: float = Field(default=600.0, ge=0)
     max_queued_records: int = Field(
         default=2000,

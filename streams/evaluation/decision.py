@@ -556,6 +556,7 @@ def invalid_response(request_id: str, reason: str, now: datetime) -> Response:
         tenant="unknown",
         status="invalid",
         message=f"Invalid request: {reason}",
+        reason=reason,
         completed_at=now,
     )
 

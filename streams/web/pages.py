@@ -60,6 +60,7 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
             {
                 **vars(pipeline.metrics),
                 "stalled": stages.stalled,
+                **pipeline.publisher.counters(),
                 "in_flight": stages.in_flight(),
                 "admission_pauses": stages.admission_pauses,
                 "circuits": circuit_states(pipeline),
