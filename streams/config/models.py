@@ -80,7 +80,14 @@ class WorkerConfig(Strict):
     app_id: str = Field(default="model-fallback", pattern=r"^[A-Za-z0-9._-]+$")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=0, le=65535)
-    max_request_bytes: int = Field(default=1_000_000, ge=256)
+    max_request_bytes: int = Field(
+        default=900_000,
+        ge=256,
+        le=900_000,
+        description="larger requests are answered invalid; below the producer's 1 MB record "
+        "limit with room for what the pipeline adds (history, envelope), so a valid request's "
+        "forward always fits",
+    )
     max_request_depth: int = Field(
         default=64, ge=2, le=500, description="JSON nesting of a request (outer object: 1)"
     )
