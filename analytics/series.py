@@ -1,6 +1,7 @@
 """Figures over time: the series behind the charts of `fallback report --html`.
 
-Every series is bucketed by `step_s` seconds (one minute by default) and read
+Every series is bucketed by `step_s` seconds (by default the smallest of
+`STEPS_S` that keeps the window's traffic within `MAX_BUCKETS` buckets) and read
 from the raw tables with `FINAL`, so the figures are exact (the per-minute
 views' sums are at-least-once) and the tenant filter works (the views have no
 tenant).  Verdicts are bucketed by `decided_at`, responses by `completed_at`.
@@ -29,7 +30,8 @@ from analytics.backend import AnalyticsBackend
 from analytics.queries import QUANTILES, sql_string
 from analytics.rows import clickhouse_datetime
 
-DEFAULT_STEP_S = 60
+STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
+MAX_BUCKETS = 90
 
 
 class Point(BaseModel):
@@ -100,11 +102,13 @@ def build_series(
     tenant: str | None = None,
     tier: str | None = None,
     primary_tier: str | None = None,
-    step_s: int = DEFAULT_STEP_S,
+    step_s: int | None = None,
 ) -> ReportSeries:
-    """All series since `since`; `primary_tier` None = the tier most requests tried first."""
-    if step_s < 1:
+    """All series since `since`; `primary_tier` None = the tier most requests tried
+    first; `step_s` None = `auto_step_s`."""
+    if step_s is not None and step_s < 1:
         raise ValueError(f"step_s must be at least 1 second, not {step_s}")
+    step_s = step_s or auto_step_s(backend, since, tenant)
     primary = primary_tier or first_tier(backend, since, tenant)
     return ReportSeries(
         generated_at=datetime.now(UTC),
@@ -123,6 +127,22 @@ def build_series(
 
 
 # ------------------------------------------------------------- queries ----
+
+
+def auto_step_s(
+    backend: AnalyticsBackend, since: datetime | None = None, tenant: str | None = None
+) -> int:
+    """The smallest of `STEPS_S` that spreads the window's verdicts over at most
+    `MAX_BUCKETS` buckets (a 20 s demo gets 1 s buckets, an hour one-minute ones)."""
+    row = backend.query(
+        f"""
+        SELECT count() AS verdicts, dateDiff('second', min(decided_at), max(decided_at)) AS span_s
+        FROM {backend.database}.verdicts
+        {_where("decided_at", since, tenant, None)}
+        """
+    )[0]
+    span_s = row["span_s"] if row["verdicts"] else 0
+    return next((step for step in STEPS_S if span_s / step < MAX_BUCKETS), STEPS_S[-1])
 
 
 def first_tier(
@@ -147,7 +167,7 @@ def tier_series(
     since: datetime | None = None,
     tenant: str | None = None,
     tier: str | None = None,
-    step_s: int = DEFAULT_STEP_S,
+    step_s: int = 60,
 ) -> list[TierPoint]:
     rows = backend.query(
         f"""
@@ -195,7 +215,7 @@ def latency_series(
     since: datetime | None = None,
     tenant: str | None = None,
     tier: str | None = None,
-    step_s: int = DEFAULT_STEP_S,
+    step_s: int = 60,
 ) -> list[LatencyPoint]:
     reached = [f"has(tiers, {sql_string(tier)})"] if tier is not None else []
     rows = backend.query(
@@ -230,7 +250,7 @@ def fallback_type_series(
     since: datetime | None = None,
     tenant: str | None = None,
     tier: str | None = None,
-    step_s: int = DEFAULT_STEP_S,
+    step_s: int = 60,
 ) -> list[FallbackTypePoint]:
     rows = backend.query(
         f"""
@@ -259,7 +279,7 @@ def counterfactual_series(
     primary_tier: str,
     since: datetime | None = None,
     tenant: str | None = None,
-    step_s: int = DEFAULT_STEP_S,
+    step_s: int = 60,
 ) -> list[CounterfactualPoint]:
     """Per bucket: real spend (every attempt) against the primary's own, and
     unavailable responses against the requests the primary did not accept."""

@@ -3,7 +3,7 @@
 The worker owns the chDB directory, so the CLI asks it for the series (JSON,
 `analytics.series.ReportSeries`) the way it asks `/report/` for the report.
 
-    GET /report/series/?since_minutes=N&tenant=T&tier=NAME&step_s=S
+    GET /report/series/?since_minutes=N&tenant=T&tier=NAME&step_s=S   (step_s: default automatic)
 
 The primary tier of the counterfactual is the first unrestricted tier of the
 worker's config.
@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 import faust
 from faust.web import Request, Response, View
 
-from analytics.series import DEFAULT_STEP_S, build_series
+from analytics.series import build_series
 from streams.stages.context import Pipeline
 
 
@@ -31,7 +31,7 @@ class SeriesQuery:
     since: datetime | None
     tenant: str | None
     tier: str | None
-    step_s: int
+    step_s: int | None
 
 
 def parse_series_query(query: Mapping[str, str]) -> SeriesQuery:
@@ -41,10 +41,10 @@ def parse_series_query(query: Mapping[str, str]) -> SeriesQuery:
     except ValueError:
         raise BadQuery(f"since_minutes={minutes!r} is not a number") from None
     try:
-        step_s = int(step) if step else DEFAULT_STEP_S
+        step_s = int(step) if step else None
     except ValueError:
         raise BadQuery(f"step_s={step!r} is not a whole number of seconds") from None
-    if step_s < 1:
+    if step_s is not None and step_s < 1:
         raise BadQuery(f"step_s={step!r} must be at least 1")
     return SeriesQuery(
         since=since,

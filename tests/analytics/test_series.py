@@ -12,11 +12,12 @@ import pytest
 
 from analytics.backend import ChdbBackend
 from analytics.queries import cost_summary, tier_fallback_rates
-from analytics.series import build_series, first_tier
+from analytics.series import auto_step_s, build_series, first_tier
 from tests.analytics.sample_events import START, WINDOW_START
 from tests.analytics.test_queries import load_sample
 
 NEXT = START + timedelta(minutes=1)
+MINUTE = 60
 
 
 @pytest.fixture
@@ -26,7 +27,9 @@ def loaded(backend: ChdbBackend) -> ChdbBackend:
 
 
 def test_tier_series(loaded: ChdbBackend) -> None:
-    points = {(p.bucket, p.tier): p for p in build_series(loaded, WINDOW_START).tiers}
+    points = {
+        (p.bucket, p.tier): p for p in build_series(loaded, WINDOW_START, step_s=MINUTE).tiers
+    }
     assert set(points) == {
         (START, "primary"),
         (START, "backup"),
@@ -51,7 +54,7 @@ def test_tier_series(loaded: ChdbBackend) -> None:
 
 
 def test_series_totals_equal_the_query_library(loaded: ChdbBackend) -> None:
-    series = build_series(loaded, WINDOW_START)
+    series = build_series(loaded, WINDOW_START, step_s=MINUTE)
     for tier in tier_fallback_rates(loaded, WINDOW_START):
         points = [p for p in series.tiers if p.tier == tier.tier]
         assert sum(p.fell_through for p in points) == tier.fell_through
@@ -64,7 +67,7 @@ def test_series_totals_equal_the_query_library(loaded: ChdbBackend) -> None:
 
 
 def test_latency_series(loaded: ChdbBackend) -> None:
-    first, second = build_series(loaded, WINDOW_START).latency
+    first, second = build_series(loaded, WINDOW_START, step_s=MINUTE).latency
     assert (first.bucket, first.responses) == (START, 4)  # 5, 110, 700, 1820; r5 invalid
     assert first.p50_ms == pytest.approx(405.0)
     assert first.p99_ms == pytest.approx(1786.4)
@@ -72,7 +75,7 @@ def test_latency_series(loaded: ChdbBackend) -> None:
 
 
 def test_fallback_type_series(loaded: ChdbBackend) -> None:
-    points = build_series(loaded, WINDOW_START).fallback_types
+    points = build_series(loaded, WINDOW_START, step_s=MINUTE).fallback_types
     assert [(p.bucket, p.fallback_type, p.rejections) for p in points] == [
         (START, "cost", 1),  # r4 over_budget
         (START, "quality", 2),  # r3 low_confidence, unsafe
@@ -82,7 +85,7 @@ def test_fallback_type_series(loaded: ChdbBackend) -> None:
 
 
 def test_counterfactual_series(loaded: ChdbBackend) -> None:
-    series = build_series(loaded, WINDOW_START)
+    series = build_series(loaded, WINDOW_START, step_s=MINUTE)
     assert series.primary_tier == "primary"
     first, second = series.counterfactual
     # Real: every attempt's cost; primary only: r1 0.01 + r3 0.01 (r2 timed out free).
@@ -94,24 +97,30 @@ def test_counterfactual_series(loaded: ChdbBackend) -> None:
 
 
 def test_filters(loaded: ChdbBackend) -> None:
-    all_time = build_series(loaded)
+    all_time = build_series(loaded, step_s=MINUTE)
     assert min(p.bucket for p in all_time.tiers) == START - timedelta(hours=2)  # r0
-    backup = build_series(loaded, WINDOW_START, tier="backup")
+    backup = build_series(loaded, WINDOW_START, tier="backup", step_s=MINUTE)
     assert {p.tier for p in backup.tiers} == {"backup"}
     assert [p.responses for p in backup.latency] == [3, 1]  # r2, r3, r4 reached backup; r6
-    assert backup.counterfactual == build_series(loaded, WINDOW_START).counterfactual
-    nobody = build_series(loaded, tenant="nobody")
+    assert backup.counterfactual == build_series(loaded, WINDOW_START, step_s=MINUTE).counterfactual
+    nobody = build_series(loaded, tenant="nobody", step_s=MINUTE)
     assert (nobody.tiers, nobody.latency, nobody.counterfactual) == ([], [], [])
     assert nobody.primary_tier is None
-    assert build_series(loaded, tenant="acme").tiers == all_time.tiers
+    assert build_series(loaded, tenant="acme", step_s=MINUTE).tiers == all_time.tiers
 
 
 def test_step_and_primary(loaded: ChdbBackend) -> None:
+    # r1..r6 span 10:00:01 to 10:01:02: one-second buckets; with r0 two hours
+    # earlier, two-minute ones (7261 s / 120 s = 61 buckets, within 90).
+    assert auto_step_s(loaded, WINDOW_START) == 1
+    assert auto_step_s(loaded) == 120
+    assert build_series(loaded, WINDOW_START).step_s == 1
+    assert auto_step_s(loaded, tenant="nobody") == 1
     hourly = build_series(loaded, WINDOW_START, step_s=3600)
     assert {p.bucket for p in hourly.tiers} == {START}
     assert sum(p.requests for p in hourly.tiers if p.tier == "primary") == 5
     assert first_tier(loaded) == "primary"
-    backup_first = build_series(loaded, WINDOW_START, primary_tier="backup")
+    backup_first = build_series(loaded, WINDOW_START, primary_tier="backup", step_s=MINUTE)
     assert sum(p.primary_only_failed for p in backup_first.counterfactual) == 2  # r3, r4
     with pytest.raises(ValueError, match="step_s"):
         build_series(loaded, step_s=0)
