@@ -4,7 +4,7 @@ Starts the embedded broker and a worker process (real scikit-learn models
 with injected faults), sends digit images from the held-out set as requests at
 a steady rate, waits for every response, then prints the analytics report and
 the accuracy of the served answers against the true labels, and writes the
-charts to .data/demo/report.html.
+charts to <worker.data_dir>/demo/report.html.
 """
 
 from __future__ import annotations
@@ -134,5 +134,5 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
             f"[bold]served accuracy: {correct / len(served):.1%}[/bold] "
             f"({correct}/{len(served)} against the true digit labels)"
         )
-    console.print(f"HTML report: {write_html(DEMO_DIR / 'report.html', series, report)}")
+    console.print(f"HTML report: {write_html(demo_dir / 'report.html', series, report)}")
     return 0 if len(found) == requests else 1
