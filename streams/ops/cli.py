@@ -200,10 +200,18 @@ def report(
         Path | None,
         typer.Option(help="read ClickHouse/chDB directly (no worker running) with this config"),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option("--html", help="also write the charts over time to this HTML file"),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant (--html charts)")] = None,
+    tier: Annotated[str | None, typer.Option(help="only this tier (--html charts)")] = None,
 ) -> None:
     """Fallback rates, latency, cost, triggers and circuit states."""
     from analytics.report import Report, build_report, render_report
+    from analytics.series import ReportSeries, build_series
 
+    series: ReportSeries | None = None
     if config is not None:
         from analytics.backend import open_backend
 
@@ -211,21 +219,39 @@ def report(
         backend = open_backend(settings.analytics)
         try:
             built = build_report(backend, since=_since(since_minutes))
+            if html is not None:
+                primary = next(t.name for t in settings.tiers if not t.restricted)
+                series = build_series(
+                    backend, _since(since_minutes), tenant, tier, primary_tier=primary
+                )
         finally:
             backend.close()
     else:
-        params = {"since_minutes": since_minutes} if since_minutes else {}
-        try:
-            response = httpx.get(f"{url}/report/", params=params, timeout=60.0)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            err_console.print(f"[red]cannot get the report from {url}:[/red] {exc}")
-            raise typer.Exit(1) from None
-        built = Report.model_validate(response.json())
+        params: dict[str, Any] = {"since_minutes": since_minutes} if since_minutes else {}
+        built = Report.model_validate(_get_json(f"{url}/report/", params))
+        if html is not None:
+            filters = {"tenant": tenant, "tier": tier}
+            params.update({key: value for key, value in filters.items() if value})
+            series = ReportSeries.model_validate(_get_json(f"{url}/report/series/", params))
     if as_json:
         console.print_json(built.model_dump_json())
     else:
         render_report(built, console)
+    if html is not None and series is not None:
+        from analytics.report_html import write_html
+
+        err_console.print(f"HTML report: {write_html(html, series, built)}")
+
+
+def _get_json(url: str, params: dict[str, Any]) -> Any:
+    """A worker page's JSON; exits with a clear message when the worker cannot answer."""
+    try:
+        response = httpx.get(url, params=params, timeout=60.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        err_console.print(f"[red]cannot get {url}:[/red] {exc}")
+        raise typer.Exit(1) from None
+    return response.json()
 
 
 def _since(minutes: float | None) -> Any:

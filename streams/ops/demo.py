@@ -3,7 +3,8 @@
 Starts the embedded broker and a worker process (real scikit-learn models
 with injected faults), sends digit images from the held-out set as requests at
 a steady rate, waits for every response, then prints the analytics report and
-the accuracy of the served answers against the true labels.
+the accuracy of the served answers against the true labels, and writes the
+charts to <worker.data_dir>/demo/report.html.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from analytics.report import Report, render_report
+from analytics.report_html import write_html
+from analytics.series import ReportSeries
 from schemas.events import Request, Response
 from streams.adapters.digits import digits_holdout
 from streams.config import FallbackConfig
@@ -113,6 +116,7 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
                 elapsed = time.monotonic() - started
             wait_for_sink(worker, len(found))
             report = Report.model_validate(worker.get("/report/"))
+            series = ReportSeries.model_validate(worker.get("/report/series/"))
     console.print()
     render_report(report, console)
     served = [r for r in found.values() if r.status == "served"]
@@ -130,4 +134,5 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
             f"[bold]served accuracy: {correct / len(served):.1%}[/bold] "
             f"({correct}/{len(served)} against the true digit labels)"
         )
+    console.print(f"HTML report: {write_html(demo_dir / 'report.html', series, report)}")
     return 0 if len(found) == requests else 1

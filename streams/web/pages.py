@@ -8,6 +8,7 @@ of opening the database itself.
     GET /circuits/  each tier's circuit state
     GET /metrics/   counters
     GET /report/?since_minutes=N   the analytics report (JSON)
+    GET /report/series/            the report's series over time (streams/web/series.py)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from faust.web import Request, Response, View
 from analytics.report import build_report
 from streams.kafka.stage_consumer import StageConsumer
 from streams.stages.context import Pipeline
+from streams.web.series import register_series_page
 
 
 def circuit_states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
@@ -30,6 +32,8 @@ def circuit_states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
 
 
 def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) -> None:
+    register_series_page(app, pipeline)
+
     @app.page("/health/")
     async def health(web: View, request: Request) -> Response:
         # Ready = both consumers hold partitions: Faust's (spend topic) and the stages'.
