@@ -1,10 +1,15 @@
-"""The pooled HTTP client both HTTP adapters (`openai_chat`, `open_inference`) use."""
+"""The pooled HTTP client both HTTP adapters (`openai_chat`, `open_inference`) use,
+and the one way they turn a request body into an HTTP request."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from streams.adapters.errors import ModelRequestRejected
 from streams.adapters.http_errors import Redactor
 
 
@@ -25,3 +30,21 @@ def upstream_client(
         limits=httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight),
     )
     return client, Redactor([secret])
+
+
+def json_request(
+    client: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any],
+    *,
+    where: str,
+    headers: dict[str, str] | None = None,
+) -> httpx.Request:
+    """A POST of `body` as JSON, or `ModelRequestRejected` when the request holds what
+    JSON cannot carry (NaN, infinity): that is the request's fault, not the tier's."""
+    try:
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ModelRequestRejected(f"{where}: the request cannot be sent as JSON: {exc}") from None
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    return client.build_request("POST", path, content=content.encode(), headers=sent)

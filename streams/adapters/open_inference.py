@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +29,7 @@ from streams.adapters.errors import (
     ModelTimeout,
     StreamTruncated,
 )
-from streams.adapters.http_client import upstream_client
+from streams.adapters.http_client import json_request, upstream_client
 from streams.adapters.http_errors import (
     error_from_status,
     error_from_transport,
@@ -107,10 +108,11 @@ class OpenInferenceAdapter:
                 f"{self._where}: input needs a non-empty `features` list or an `inputs` list"
             )
         if self.config.input_datatype != "BYTES" and not all(
-            isinstance(value, int | float) and not isinstance(value, bool) for value in features
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            for value in features
         ):
             raise ModelRequestRejected(
-                f"{self._where}: `features` must be numbers "
+                f"{self._where}: `features` must be finite numbers "
                 f"for datatype {self.config.input_datatype}"
             )
         return {
@@ -131,7 +133,7 @@ class OpenInferenceAdapter:
             async with asyncio.timeout(call.timeout_s):
                 try:
                     response = await self._client.send(
-                        self._client.build_request("POST", self._infer_path, json=body),
+                        json_request(self._client, self._infer_path, body, where=self._where),
                         stream=True,
                     )
                 except httpx.TransportError as exc:

@@ -32,7 +32,7 @@ from streams.adapters.errors import (
     ModelTimeout,
     StreamTruncated,
 )
-from streams.adapters.http_client import upstream_client
+from streams.adapters.http_client import json_request, upstream_client
 from streams.adapters.http_errors import (
     ProviderError,
     error_from_provider,
@@ -200,7 +200,9 @@ class OpenAIChatAdapter:
     async def _send(self, body: dict[str, Any]) -> httpx.Response:
         """Send and wait for the status line; a failure here means nothing was answered."""
         headers = {"Accept": "text/event-stream"} if self.config.stream else {}
-        request = self._client.build_request("POST", "chat/completions", json=body, headers=headers)
+        request = json_request(
+            self._client, "chat/completions", body, where=self._where, headers=headers
+        )
         try:
             return await self._client.send(request, stream=True)
         except httpx.TransportError as exc:

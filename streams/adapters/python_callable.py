@@ -16,8 +16,9 @@ return:
                                      an "output" key, wrap it: {"output": {...}})
 
 What it raises: `ModelError` subclasses pass through (so a function can say
-`RateLimited` or `ModelRequestRejected`); any other exception becomes
-`ModelUnavailable` naming its type and message.
+`RateLimited`, or `ModelRequestRejected` for input it cannot take: trigger
+`bad_request`, which never counts against the tier's health); any other
+exception becomes `ModelUnavailable` naming its type and message, which does.
 
 The caller's timeout cancels the await, not a thread already running a blocking
 function: such a call keeps its pool slot until it returns.

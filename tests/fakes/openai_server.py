@@ -11,6 +11,10 @@ Streaming answers are SSE `data: {chunk}` lines: a role chunk, one chunk per wor
 `finish_reason`, a usage chunk when `stream_options.include_usage`, then `data: [DONE]`.
 Error bodies are the ones OpenAI sends.
 
+`supports_prefill=False` answers, like Anthropic's OpenAI-compatible endpoint for
+models without prefill, every request whose last message is the assistant's with
+400 `assistant_prefill_not_supported`: an error the request causes, whatever the fault.
+
 Fault options (keyword arguments of `set_fault`): `delay_s` (slow_first_token,
 stall_mid_stream, silent), `status` (server_error: 500 by default),
 `retry_after` / `retry_after_ms` (rate_limit, server_error headers).
@@ -83,6 +87,15 @@ RATE_LIMIT_BODY = {
         "code": "rate_limit_exceeded",
     }
 }
+PREFILL_BODY = {
+    "error": {
+        "message": "This model does not support assistant message prefill. "
+        "The conversation must end with a user message.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "assistant_prefill_not_supported",
+    }
+}
 SERVER_ERROR_BODY = {
     "error": {
         "message": "The server had an error while processing your request. Sorry about that!",
@@ -108,6 +121,7 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
         token_logprobs: list[float] | None = None,
         send_usage: bool = True,
         tool_call: dict[str, str] | None = None,
+        supports_prefill: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
@@ -117,6 +131,7 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
         self.token_logprobs = token_logprobs or [-0.05, -0.2, -0.01, -0.5, -0.1]
         self.send_usage = send_usage
         self.tool_call = tool_call  # {"name": ..., "arguments": "<json>"} replaces the text reply
+        self.supports_prefill = supports_prefill
 
     @property
     def base_url(self) -> str:
@@ -187,6 +202,14 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
                 },
                 status=400,
             )
+        messages = body["messages"]
+        if (
+            not self.supports_prefill
+            and messages
+            and isinstance(messages[-1], dict)
+            and messages[-1].get("role") == "assistant"
+        ):
+            return web.json_response(PREFILL_BODY, status=400)
 
         match fault:
             case OpenAIFault.CONNECTION_RESET:

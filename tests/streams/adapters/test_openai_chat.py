@@ -18,6 +18,7 @@ from streams.adapters.errors import (
     ContentPolicyViolation,
     ContextLengthExceeded,
     MalformedResponse,
+    ModelAccessRefused,
     ModelError,
     ModelRequestRejected,
     ModelTimeout,
@@ -56,6 +57,7 @@ def fresh_server(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> N
     server.send_usage = True
     server.tool_call = None
     server.token_logprobs = [-0.05, -0.2, -0.01, -0.5, -0.1]
+    server.supports_prefill = True
     monkeypatch.setenv(KEY_ENV, SECRET_KEY)
 
 
@@ -194,8 +196,30 @@ async def test_input_without_messages_or_prompt_is_rejected_without_a_call(
 ) -> None:
     with pytest.raises(ModelRequestRejected) as caught:
         await make_adapter().generate(call(features=[1, 2, 3]))
-    assert caught.value.trigger == Trigger.ERROR
+    assert caught.value.trigger == Trigger.BAD_REQUEST
     assert not caught.value.retryable
+    assert server.request_count == 0
+
+
+async def test_a_400_the_request_caused_is_a_bad_request(
+    server: FakeOpenAIServer, make_adapter: AdapterFactory
+) -> None:
+    server.supports_prefill = False
+    prefill = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello,"}]
+    with pytest.raises(ModelRequestRejected, match="assistant_prefill_not_supported") as caught:
+        await make_adapter().generate(call(messages=prefill))
+    assert caught.value.trigger == Trigger.BAD_REQUEST
+    assert not caught.value.retryable
+    assert server.request_count == 1
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+async def test_a_non_finite_number_is_a_bad_request_without_a_call(
+    server: FakeOpenAIServer, make_adapter: AdapterFactory, value: float
+) -> None:
+    with pytest.raises(ModelRequestRejected, match="cannot be sent as JSON") as caught:
+        await make_adapter().generate(call(params={"temperature": value}))
+    assert caught.value.trigger == Trigger.BAD_REQUEST
     assert server.request_count == 0
 
 
@@ -345,7 +369,7 @@ STREAM_FAULTS: list[tuple[OpenAIFault, dict[str, Any], type[ModelError], Trigger
         False,
         "finish_reason content_filter",
     ),
-    (OpenAIFault.UNAUTHORIZED, {}, ModelRequestRejected, Trigger.ERROR, False, "HTTP 401"),
+    (OpenAIFault.UNAUTHORIZED, {}, ModelAccessRefused, Trigger.ERROR, False, "HTTP 401"),
 ]
 
 WHOLE_BODY_FAULTS: list[
@@ -551,7 +575,7 @@ async def test_api_key_never_leaks(server: FakeOpenAIServer, make_adapter: Adapt
 
     # The upstream quotes the key it was given (worst case of a 401 body): it is masked.
     server.set_fault(OpenAIFault.UNAUTHORIZED)
-    with pytest.raises(ModelRequestRejected) as caught:
+    with pytest.raises(ModelAccessRefused) as caught:
         await adapter.generate(call())
     assert "Incorrect API key provided: ***" in str(caught.value)
     assert server.requests[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
