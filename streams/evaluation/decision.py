@@ -223,7 +223,13 @@ def retry_on_same_tier(
     ):
         return None
     retry_after_s = None if attempt.retry_after_ms is None else attempt.retry_after_ms / 1000
-    delay_s = retry_delay_s(tier.retry, state.tier_retry, retry_after_s, ctx.rng)
+    delay_s = retry_delay_s(
+        tier.retry,
+        state.tier_retry,
+        retry_after_s,
+        ctx.rng,
+        rate_limited=attempt.error_trigger is Trigger.RATE_LIMITED,
+    )
     if delay_s is None:
         return None
     not_before = ctx.now + timedelta(seconds=delay_s)
