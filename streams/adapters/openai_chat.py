@@ -2,9 +2,12 @@
 
 It asks for a stream so it can hold the upstream to three limits: time to first
 token, stall between chunks, and the call's total time.  The stream is collected
-in full before anything is returned: a stream that was cut, never sent a
-`finish_reason` or never sent `[DONE]` raises `StreamTruncated`; the caller never
-sees part of an answer.
+in full before anything is returned, and the caller never sees part of an answer:
+a stream that was cut (the connection dropped), or that closed without either
+end marker (a `finish_reason` or `[DONE]`), raises `StreamTruncated`.  One end
+marker is enough: servers and proxies differ on which they send (some omit
+`[DONE]` after a `finish_reason` and usage), and either says the server finished
+the answer; the missing one is logged.
 
 Token counts come from the `usage` block.  When a server sends none, they are
 estimated at ~4 characters per token (OpenAI's rule of thumb for English): no
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -41,6 +45,8 @@ from streams.adapters.http_errors import (
     read_error_body,
 )
 from streams.config import OpenAIChatConfig, TierConfig
+
+logger = logging.getLogger(__name__)
 
 # Only these request params reach the provider: a request cannot switch on `n`, tools
 # or streaming behind the operator's back.
@@ -143,6 +149,7 @@ class OpenAIChatAdapter:
         self._client, self._redact = upstream_client(
             config.base_url, config.headers, config.api_key(), tier.max_in_flight
         )
+        self._missing_end_markers: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -234,25 +241,34 @@ class OpenAIChatAdapter:
                     if self._take_event(event.data, answer, deadline):
                         break
         except httpx.TransportError as exc:
-            raise StreamTruncated(
-                f"{self._where}: stream cut after {deadline.chunks} chunks "
-                f"({type(exc).__name__}); the partial answer was discarded"
-            ) from None
+            if answer.finish_reason is None:
+                raise StreamTruncated(
+                    f"{self._where}: stream cut after {deadline.chunks} chunks "
+                    f"({type(exc).__name__}); the partial answer was discarded"
+                ) from None
+            # Cut after the finish_reason: nothing of the answer was lost.
         if answer.finish_reason in POLICY_FINISH_REASONS:
             return  # a refusal, complete or not: `_generation` raises ContentPolicyViolation
-        if not answer.saw_done or answer.finish_reason is None:
-            missing = [
-                name
-                for name, present in (
-                    ("finish_reason", answer.finish_reason is not None),
-                    ("[DONE]", answer.saw_done),
-                )
-                if not present
-            ]
+        if answer.finish_reason is None and not answer.saw_done:
             raise StreamTruncated(
-                f"{self._where}: stream ended without {' and '.join(missing)} after "
+                f"{self._where}: stream closed without finish_reason or [DONE] after "
                 f"{deadline.chunks} chunks; the partial answer was discarded"
             )
+        if not (answer.saw_done and answer.finish_reason is not None):
+            self._log_missing_end_marker("[DONE]" if answer.finish_reason else "finish_reason")
+
+    def _log_missing_end_marker(self, missing: str) -> None:
+        """At INFO the first time per tier (an operator learns how the server behaves),
+        then at DEBUG: a server that never sends it must not write a line per call."""
+        level = logging.DEBUG if missing in self._missing_end_markers else logging.INFO
+        self._missing_end_markers.add(missing)
+        logger.log(
+            level,
+            "%s: stream ended without %s; the other end marker came, so the answer "
+            "is complete and was kept",
+            self._where,
+            missing,
+        )
 
     def _take_event(self, data: str, answer: ChatAnswer, deadline: Deadline) -> bool:
         """Add one SSE data payload to the answer; True at `[DONE]`."""
@@ -358,7 +374,7 @@ class OpenAIChatAdapter:
         if answer.finish_reason in POLICY_FINISH_REASONS:
             raise ContentPolicyViolation(
                 f"{self._where}: provider stopped the answer with finish_reason "
-                f"{answer.finish_reason}; the partial answer was discarded"
+                f"{answer.finish_reason}; what it sent was not served"
             )
         text = answer.text()
         output: dict[str, Any] = {"content": text, "role": "assistant"}

@@ -40,6 +40,8 @@ class OpenAIFault(StrEnum):
     CUT_MID_STREAM = "cut_mid_stream"  # half the words, then the connection is aborted
     NO_DONE = "no_done"  # finish_reason and usage sent, stream closed cleanly without [DONE]
     NO_FINISH_REASON = "no_finish_reason"  # [DONE] sent, but no chunk had a finish_reason
+    NO_END = "no_end"  # all the words, then a clean close: no finish_reason and no [DONE]
+    CUT_AFTER_FINISH = "cut_after_finish"  # finish_reason and usage, then the connection drops
     MALFORMED_CHUNK = "malformed_chunk"  # a chunk that is not JSON in the middle
     RATE_LIMIT = "rate_limit"  # 429 with Retry-After (+ retry-after-ms when given)
     SERVER_ERROR = "server_error"  # 500 (or `status`) with OpenAI's server_error body
@@ -336,7 +338,7 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
             await send(self.chunk({"tool_calls": [first]}, with_usage_field=include_usage))
             await send(self.chunk({"tool_calls": [second]}, with_usage_field=include_usage))
 
-        if fault is not OpenAIFault.NO_FINISH_REASON:
+        if fault not in {OpenAIFault.NO_FINISH_REASON, OpenAIFault.NO_END}:
             finish = {
                 OpenAIFault.CONTENT_FILTER_FINISH: "content_filter",
             }.get(fault, "tool_calls" if self.tool_call is not None else "stop")
@@ -346,7 +348,10 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
             usage_chunk["choices"] = []
             usage_chunk["usage"] = self.usage_for(body)
             await send(usage_chunk)
-        if fault is not OpenAIFault.NO_DONE:
+        if fault is OpenAIFault.CUT_AFTER_FINISH:
+            self.close_connection(request)
+            return response
+        if fault not in {OpenAIFault.NO_DONE, OpenAIFault.NO_END}:
             await send("[DONE]")
         await response.write_eof()
         return response
@@ -374,7 +379,7 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
             finish_reason = "tool_calls"
         if fault is OpenAIFault.CONTENT_FILTER_FINISH:
             finish_reason = "content_filter"
-        if fault in {OpenAIFault.NO_FINISH_REASON, OpenAIFault.NO_DONE}:
+        if fault in {OpenAIFault.NO_FINISH_REASON, OpenAIFault.NO_DONE, OpenAIFault.NO_END}:
             finish_reason = None
         logprobs = (
             {"content": [self.logprob_entry(w, i) for i, w in enumerate(words)], "refusal": None}

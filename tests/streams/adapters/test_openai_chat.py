@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import socket
 import time
@@ -324,14 +325,13 @@ STREAM_FAULTS: list[tuple[OpenAIFault, dict[str, Any], type[ModelError], Trigger
         "first_token_timeout_ms",
     ),
     (OpenAIFault.CUT_MID_STREAM, {}, StreamTruncated, Trigger.TRUNCATED, True, "stream cut"),
-    (OpenAIFault.NO_DONE, {}, StreamTruncated, Trigger.TRUNCATED, True, "without [DONE]"),
     (
-        OpenAIFault.NO_FINISH_REASON,
+        OpenAIFault.NO_END,
         {},
         StreamTruncated,
         Trigger.TRUNCATED,
         True,
-        "without finish_reason",
+        "without finish_reason or [DONE]",
     ),
     (OpenAIFault.MALFORMED_CHUNK, {}, MalformedResponse, Trigger.ERROR, False, "not JSON"),
     (OpenAIFault.RATE_LIMIT, {"retry_after": "2"}, RateLimited, Trigger.RATE_LIMITED, True, "429"),
@@ -473,6 +473,41 @@ async def test_non_streaming_fault(
 ) -> None:
     adapter = make_adapter(stream=False)
     await assert_fault(server, adapter, fault, options, error_type, trigger, retryable, words)
+
+
+@pytest.mark.parametrize(
+    ("fault", "finish_reason", "missing"),
+    [
+        (OpenAIFault.NO_DONE, "stop", "[DONE]"),
+        (OpenAIFault.CUT_AFTER_FINISH, "stop", "[DONE]"),
+        (OpenAIFault.NO_FINISH_REASON, None, "finish_reason"),
+    ],
+)
+async def test_a_stream_with_one_end_marker_is_complete(
+    server: FakeOpenAIServer,
+    make_adapter: AdapterFactory,
+    caplog: pytest.LogCaptureFixture,
+    fault: OpenAIFault,
+    finish_reason: str | None,
+    missing: str,
+) -> None:
+    """All the tokens and a finish_reason (or [DONE]) make a whole answer, whatever
+    else is missing: it is served, once, and the missing marker is logged."""
+    adapter = make_adapter()
+    server.set_fault(fault)
+    with caplog.at_level(logging.DEBUG, logger="streams.adapters.openai_chat"):
+        first = await adapter.generate(call())
+        second = await adapter.generate(call())
+    for generation in (first, second):
+        assert generation.output["content"] == REPLY
+        assert generation.finish_reason == finish_reason
+        assert generation.extra["tokens_source"] == "usage"
+    assert server.request_count == 2
+    lines = [r for r in caplog.records if f"without {missing}" in r.getMessage()]
+    # INFO the first time, DEBUG after: a server that never sends it writes one line.
+    assert [r.levelno for r in lines] == [logging.INFO, logging.DEBUG]
+    assert not any("partial answer was discarded" in r.getMessage() for r in caplog.records)
+    assert not any(REPLY in r.getMessage() for r in caplog.records)
 
 
 async def test_timeouts_fire_at_their_own_limit(
