@@ -9,7 +9,9 @@ ModelError (schemas.errors.FallbackError)        verdict trigger, retryable?
 ├── ContextLengthExceeded   prompt too long for the model   context_length
 ├── ContentPolicyViolation  provider refused on policy      policy
 ├── ModelAccessRefused      401/403/404, quota used up      error
-└── ModelRequestRejected    the request itself is bad       bad_request
+├── ModelRequestRejected    the request itself is bad       bad_request
+└── NotSentBeforeDeadline   queued in the worker until      deadline (never sent)
+                            too little time was left
 
 `bad_request` is for what the request causes: input the adapter cannot take
 (chat messages sent to a digits tier), non-finite numbers, a 4xx other than
@@ -81,3 +83,10 @@ class ModelRequestRejected(ModelError):
     """The request is bad (the caller's fault, not the tier's): never counts against health."""
 
     trigger = Trigger.BAD_REQUEST
+
+
+class NotSentBeforeDeadline(ModelError):
+    """The call waited in the worker (for a connection, a thread) until sending it was
+    no longer worth it: the request's deadline, not the model's health."""
+
+    trigger = Trigger.DEADLINE

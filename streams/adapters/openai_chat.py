@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import math
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,7 +148,11 @@ class OpenAIChatAdapter:
         self.model_name = config.model
         self._where = f"tier {tier.name} ({config.model})"
         self._client, self._redact = upstream_client(
-            config.base_url, config.headers, config.api_key(), tier.max_in_flight
+            config.base_url,
+            config.headers,
+            config.api_key(),
+            tier.max_in_flight,
+            connect_timeout_s=tier.timeout_ms / 1000,
         )
         self._missing_end_markers: set[str] = set()
 
@@ -182,33 +187,42 @@ class OpenAIChatAdapter:
 
     async def generate(self, call: ModelCall) -> Generation:
         body = self.request_body(call)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = Deadline(loop, started, call.timeout_s)
+        deadline = Deadline(asyncio.get_running_loop(), call.timeout_s)
         answer = ChatAnswer()
+
+        def on_sent() -> None:
+            # The limits start now, not while the call waited for a pooled connection.
+            call.clock.sent()
+            if self.config.stream:
+                deadline.start_first_token(
+                    self.config.first_token_timeout_ms, self.config.stall_timeout_ms
+                )
+            else:
+                deadline.start_total()
+
         try:
             async with asyncio.timeout(None) as timer:
                 deadline.timer = timer
-                if self.config.stream:
-                    deadline.arm_first_token(
-                        self.config.first_token_timeout_ms, self.config.stall_timeout_ms
-                    )
-                else:
-                    deadline.arm_total()
-                response = await self._send(body)
+                call.clock.queued()
+                response = await self._send(body, on_sent)
                 try:
                     await self._read_answer(response, answer, deadline)
                 finally:
                     await response.aclose()  # on any error this drops the connection
         except TimeoutError:
             raise ModelTimeout(f"{self._where}: {deadline.describe()}") from None
-        return self._generation(body, answer, started)
+        return self._generation(body, answer, deadline.started)
 
-    async def _send(self, body: dict[str, Any]) -> httpx.Response:
+    async def _send(self, body: dict[str, Any], on_sent: Callable[[], None]) -> httpx.Response:
         """Send and wait for the status line; a failure here means nothing was answered."""
         headers = {"Accept": "text/event-stream"} if self.config.stream else {}
         request = json_request(
-            self._client, "chat/completions", body, where=self._where, headers=headers
+            self._client,
+            "chat/completions",
+            body,
+            where=self._where,
+            headers=headers,
+            on_sent=on_sent,
         )
         try:
             return await self._client.send(request, stream=True)
@@ -415,11 +429,13 @@ class Deadline:
     """One `asyncio.timeout` re-armed to the nearest of the three limits, remembering
     which one it is so the `ModelTimeout` message can say which limit fired."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, started: float, total_s: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, total_s: float) -> None:
         self.loop = loop
-        self.started = started
+        # Until the request is sent nothing is armed: time waiting for a connection
+        # is the caller's (queue time, bounded by the request's deadline).
+        self.started = loop.time()
         self.total_s = total_s
-        self.total_at = started + total_s
+        self.total_at = self.started + total_s
         self.timer: asyncio.Timeout | None = None
         self.limit = "total"
         self.stall_s: float | None = None
@@ -435,10 +451,21 @@ class Deadline:
             self.timer.reschedule(self.total_at)
             self.limit = "total"
 
+    def _start(self) -> None:
+        self.started = self.loop.time()
+        self.total_at = self.started + self.total_s
+
+    def start_total(self) -> None:
+        """The request is on the wire: only the total limit runs (no streaming)."""
+        self._start()
+        self.arm_total()
+
     def arm_total(self) -> None:
         self._arm(None, "total")
 
-    def arm_first_token(self, first_token_ms: float | None, stall_ms: float | None) -> None:
+    def start_first_token(self, first_token_ms: float | None, stall_ms: float | None) -> None:
+        """The request is on the wire: the first-token (or stall) limit runs."""
+        self._start()
         self.stall_s = stall_ms / 1000 if stall_ms is not None else None
         self.first_token_ms = first_token_ms
         if first_token_ms is not None:

@@ -157,7 +157,7 @@ def evaluate_attempt(attempt: Attempt, ctx: DecisionContext) -> Outcome:
         attempt=routed.attempt,
         tier=tier.name,
         model=attempt.model,
-        called=True,
+        called=attempt.called,
         accepted=rejection is None,
         trigger=None if rejection is None else rejection.trigger,
         fallback_type=None if rejection is None else fallback_type_of(rejection.trigger),

@@ -126,8 +126,9 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
         supports_prefill: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        backlog: int = 128,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, backlog=backlog)
         self.reply = reply
         # One logprob per word, cycled; the default gives a confident model.
         self.token_logprobs = token_logprobs or [-0.05, -0.2, -0.01, -0.5, -0.1]
