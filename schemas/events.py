@@ -182,8 +182,16 @@ class Attempt(Event):
     error: str | None = None
     retryable: bool = False
     retry_after_ms: float | None = None
+    #: time on the wire: from sending the request to the answer (0 when never sent)
     latency_ms: float
+    #: time waiting before the request was sent: for the tier's stage, then inside the
+    #: worker (a connection, a thread); counts against the deadline, never the tier's health
     queue_wait_ms: float
+    called: bool = Field(
+        default=True,
+        description="false when the call never left the worker: it waited until "
+        "too little of the deadline was left",
+    )
     tokens_in: int = 0
     tokens_out: int = 0
     cost_usd: float = 0.0

@@ -262,6 +262,9 @@ class DigitsAdapter:
         self._executor = ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix=self.model_name
         )
+        # One slot per thread: a call waits for a slot (queue time, see `CallClock`)
+        # rather than inside the executor, where its time limit would already run.
+        self._threads = asyncio.Semaphore(max_workers)
 
     def _classifier(self) -> DigitsClassifier:
         return load_classifier(self.config.model, self.config.cache_dir)
@@ -276,7 +279,10 @@ class DigitsAdapter:
     async def generate(self, call: ModelCall) -> Generation:
         features = features_from_input(call.input)
         loop = asyncio.get_running_loop()
-        label, confidence = await loop.run_in_executor(self._executor, self._predict, features)
+        call.clock.queued()
+        async with self._threads:
+            call.clock.sent()
+            label, confidence = await loop.run_in_executor(self._executor, self._predict, features)
         return Generation(
             output={"label": label},
             model=self.model_name,

@@ -70,6 +70,9 @@ class FaultInjectingAdapter:
         self._sleep = sleep
 
     async def generate(self, call: ModelCall) -> Generation:
+        # The injected faults stand for the model itself: its time limit runs from here,
+        # and the inner adapter's own queue (if any) counts as the model's time too.
+        call.clock.sent()
         faults = self.faults
         now = self._clock()
         if self._started_at is None:

@@ -4,13 +4,19 @@ Both HTTP adapters (`openai_chat`, `open_inference`) map failures through here s
 429 or a 503 means the same verdict whichever protocol the tier speaks:
 
     429                                   RateLimited(retry_after_s)   retryable
-    429, code insufficient_quota          ModelRequestRejected         billing, not a rate
+    429, code insufficient_quota          ModelAccessRefused           billing, not a rate
     408, 5xx                              ModelUnavailable             retryable
     4xx, code context_length_exceeded     ContextLengthExceeded        not retryable
     4xx, code content_policy_violation /
          content_filter                   ContentPolicyViolation       provider's message kept
-    other 4xx                             ModelRequestRejected
+    401, 403, 404, 3xx                    ModelAccessRefused           the tier's key, URL, model
+    other 4xx                             ModelRequestRejected         bad_request: the request's
+                                                                       fault, not the tier's
     connect / reset before an answer      ModelUnavailable             retryable
+
+401/403/404 are kept apart from the other 4xx because no request can cause
+them: the key, the URL and the model name come from the tier's config (a
+request's params cannot change them), so they say the tier is broken.
 
 Every message that may quote the provider goes through `Redactor`, because some
 providers echo (part of) the API key back in their 401 bodies.
@@ -30,6 +36,7 @@ import httpx
 from streams.adapters.errors import (
     ContentPolicyViolation,
     ContextLengthExceeded,
+    ModelAccessRefused,
     ModelError,
     ModelRequestRejected,
     ModelUnavailable,
@@ -45,6 +52,8 @@ CONTEXT_LENGTH_CODES = frozenset({"context_length_exceeded", "string_above_max_l
 CONTENT_POLICY_CODES = frozenset(
     {"content_policy_violation", "content_filter", "responsibleaipolicyviolation"}
 )
+# The tier's key, endpoint or model is refused: the tier's fault, not the request's.
+ACCESS_STATUSES = frozenset({401, 403, 404})
 # Servers without error codes (vLLM, llama.cpp, Ollama) say it in words.
 CONTEXT_LENGTH_WORDS = re.compile(
     r"maximum context length|context length|context window|prompt is too long|too many tokens",
@@ -177,10 +186,13 @@ def error_from_provider(
     if status == 429:
         if "insufficient_quota" in codes:
             # Billing quota, not a rate: waiting does not help, so it is not retryable.
-            return ModelRequestRejected(detail)
+            return ModelAccessRefused(detail)
         return RateLimited(detail, retry_after_s=retry_after_s)
     if status is None or status == 408 or status >= 500:
         return ModelUnavailable(detail, retry_after_s=retry_after_s)
+    if status in ACCESS_STATUSES or not 400 <= status < 500:
+        # 3xx too: httpx follows no redirects, so the tier's base_url is wrong.
+        return ModelAccessRefused(detail)
     return ModelRequestRejected(detail)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +29,7 @@ from streams.adapters.errors import (
     ModelTimeout,
     StreamTruncated,
 )
-from streams.adapters.http_client import upstream_client
+from streams.adapters.http_client import json_request, upstream_client
 from streams.adapters.http_errors import (
     error_from_status,
     error_from_transport,
@@ -77,7 +78,11 @@ class OpenInferenceAdapter:
         self.model_name = config.model_name
         self._where = f"tier {tier.name} ({config.model_name})"
         self._client, self._redact = upstream_client(
-            config.base_url, config.headers, config.api_key(), tier.max_in_flight
+            config.base_url,
+            config.headers,
+            config.api_key(),
+            tier.max_in_flight,
+            connect_timeout_s=tier.timeout_ms / 1000,
         )
         path = f"v2/models/{quote(config.model_name, safe='')}"
         if config.model_version is not None:
@@ -107,10 +112,11 @@ class OpenInferenceAdapter:
                 f"{self._where}: input needs a non-empty `features` list or an `inputs` list"
             )
         if self.config.input_datatype != "BYTES" and not all(
-            isinstance(value, int | float) and not isinstance(value, bool) for value in features
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+            for value in features
         ):
             raise ModelRequestRejected(
-                f"{self._where}: `features` must be numbers "
+                f"{self._where}: `features` must be finite numbers "
                 f"for datatype {self.config.input_datatype}"
             )
         return {
@@ -127,13 +133,21 @@ class OpenInferenceAdapter:
 
     async def generate(self, call: ModelCall) -> Generation:
         body = self.request_body(call)
+        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(call.timeout_s):
+            async with asyncio.timeout(None) as timer:
+
+                def on_sent() -> None:
+                    # The limit starts now, not while the call waited for a pooled connection.
+                    call.clock.sent()
+                    timer.reschedule(loop.time() + call.timeout_s)
+
+                call.clock.queued()
+                request = json_request(
+                    self._client, self._infer_path, body, where=self._where, on_sent=on_sent
+                )
                 try:
-                    response = await self._client.send(
-                        self._client.build_request("POST", self._infer_path, json=body),
-                        stream=True,
-                    )
+                    response = await self._client.send(request, stream=True)
                 except httpx.TransportError as exc:
                     raise error_from_transport(
                         exc, where=self._where, redact=self._redact

@@ -2,9 +2,12 @@
 
 It asks for a stream so it can hold the upstream to three limits: time to first
 token, stall between chunks, and the call's total time.  The stream is collected
-in full before anything is returned: a stream that was cut, never sent a
-`finish_reason` or never sent `[DONE]` raises `StreamTruncated`; the caller never
-sees part of an answer.
+in full before anything is returned, and the caller never sees part of an answer:
+a stream that was cut (the connection dropped), or that closed without either
+end marker (a `finish_reason` or `[DONE]`), raises `StreamTruncated`.  One end
+marker is enough: servers and proxies differ on which they send (some omit
+`[DONE]` after a `finish_reason` and usage), and either says the server finished
+the answer; the missing one is logged.
 
 Token counts come from the `usage` block.  When a server sends none, they are
 estimated at ~4 characters per token (OpenAI's rule of thumb for English): no
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
+from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +37,7 @@ from streams.adapters.errors import (
     ModelTimeout,
     StreamTruncated,
 )
-from streams.adapters.http_client import upstream_client
+from streams.adapters.http_client import json_request, upstream_client
 from streams.adapters.http_errors import (
     ProviderError,
     error_from_provider,
@@ -41,6 +46,8 @@ from streams.adapters.http_errors import (
     read_error_body,
 )
 from streams.config import OpenAIChatConfig, TierConfig
+
+logger = logging.getLogger(__name__)
 
 # Only these request params reach the provider: a request cannot switch on `n`, tools
 # or streaming behind the operator's back.
@@ -141,8 +148,13 @@ class OpenAIChatAdapter:
         self.model_name = config.model
         self._where = f"tier {tier.name} ({config.model})"
         self._client, self._redact = upstream_client(
-            config.base_url, config.headers, config.api_key(), tier.max_in_flight
+            config.base_url,
+            config.headers,
+            config.api_key(),
+            tier.max_in_flight,
+            connect_timeout_s=tier.timeout_ms / 1000,
         )
+        self._missing_end_markers: set[str] = set()
 
     def __repr__(self) -> str:
         return (
@@ -175,32 +187,43 @@ class OpenAIChatAdapter:
 
     async def generate(self, call: ModelCall) -> Generation:
         body = self.request_body(call)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = Deadline(loop, started, call.timeout_s)
+        deadline = Deadline(asyncio.get_running_loop(), call.timeout_s)
         answer = ChatAnswer()
+
+        def on_sent() -> None:
+            # The limits start now, not while the call waited for a pooled connection.
+            call.clock.sent()
+            if self.config.stream:
+                deadline.start_first_token(
+                    self.config.first_token_timeout_ms, self.config.stall_timeout_ms
+                )
+            else:
+                deadline.start_total()
+
         try:
             async with asyncio.timeout(None) as timer:
                 deadline.timer = timer
-                if self.config.stream:
-                    deadline.arm_first_token(
-                        self.config.first_token_timeout_ms, self.config.stall_timeout_ms
-                    )
-                else:
-                    deadline.arm_total()
-                response = await self._send(body)
+                call.clock.queued()
+                response = await self._send(body, on_sent)
                 try:
                     await self._read_answer(response, answer, deadline)
                 finally:
                     await response.aclose()  # on any error this drops the connection
         except TimeoutError:
             raise ModelTimeout(f"{self._where}: {deadline.describe()}") from None
-        return self._generation(body, answer, started)
+        return self._generation(body, answer, deadline.started)
 
-    async def _send(self, body: dict[str, Any]) -> httpx.Response:
+    async def _send(self, body: dict[str, Any], on_sent: Callable[[], None]) -> httpx.Response:
         """Send and wait for the status line; a failure here means nothing was answered."""
         headers = {"Accept": "text/event-stream"} if self.config.stream else {}
-        request = self._client.build_request("POST", "chat/completions", json=body, headers=headers)
+        request = json_request(
+            self._client,
+            "chat/completions",
+            body,
+            where=self._where,
+            headers=headers,
+            on_sent=on_sent,
+        )
         try:
             return await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
@@ -232,25 +255,34 @@ class OpenAIChatAdapter:
                     if self._take_event(event.data, answer, deadline):
                         break
         except httpx.TransportError as exc:
-            raise StreamTruncated(
-                f"{self._where}: stream cut after {deadline.chunks} chunks "
-                f"({type(exc).__name__}); the partial answer was discarded"
-            ) from None
+            if answer.finish_reason is None:
+                raise StreamTruncated(
+                    f"{self._where}: stream cut after {deadline.chunks} chunks "
+                    f"({type(exc).__name__}); the partial answer was discarded"
+                ) from None
+            # Cut after the finish_reason: nothing of the answer was lost.
         if answer.finish_reason in POLICY_FINISH_REASONS:
             return  # a refusal, complete or not: `_generation` raises ContentPolicyViolation
-        if not answer.saw_done or answer.finish_reason is None:
-            missing = [
-                name
-                for name, present in (
-                    ("finish_reason", answer.finish_reason is not None),
-                    ("[DONE]", answer.saw_done),
-                )
-                if not present
-            ]
+        if answer.finish_reason is None and not answer.saw_done:
             raise StreamTruncated(
-                f"{self._where}: stream ended without {' and '.join(missing)} after "
+                f"{self._where}: stream closed without finish_reason or [DONE] after "
                 f"{deadline.chunks} chunks; the partial answer was discarded"
             )
+        if not (answer.saw_done and answer.finish_reason is not None):
+            self._log_missing_end_marker("[DONE]" if answer.finish_reason else "finish_reason")
+
+    def _log_missing_end_marker(self, missing: str) -> None:
+        """At INFO the first time per tier (an operator learns how the server behaves),
+        then at DEBUG: a server that never sends it must not write a line per call."""
+        level = logging.DEBUG if missing in self._missing_end_markers else logging.INFO
+        self._missing_end_markers.add(missing)
+        logger.log(
+            level,
+            "%s: stream ended without %s; the other end marker came, so the answer "
+            "is complete and was kept",
+            self._where,
+            missing,
+        )
 
     def _take_event(self, data: str, answer: ChatAnswer, deadline: Deadline) -> bool:
         """Add one SSE data payload to the answer; True at `[DONE]`."""
@@ -356,7 +388,7 @@ class OpenAIChatAdapter:
         if answer.finish_reason in POLICY_FINISH_REASONS:
             raise ContentPolicyViolation(
                 f"{self._where}: provider stopped the answer with finish_reason "
-                f"{answer.finish_reason}; the partial answer was discarded"
+                f"{answer.finish_reason}; what it sent was not served"
             )
         text = answer.text()
         output: dict[str, Any] = {"content": text, "role": "assistant"}
@@ -397,11 +429,13 @@ class Deadline:
     """One `asyncio.timeout` re-armed to the nearest of the three limits, remembering
     which one it is so the `ModelTimeout` message can say which limit fired."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, started: float, total_s: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, total_s: float) -> None:
         self.loop = loop
-        self.started = started
+        # Until the request is sent nothing is armed: time waiting for a connection
+        # is the caller's (queue time, bounded by the request's deadline).
+        self.started = loop.time()
         self.total_s = total_s
-        self.total_at = started + total_s
+        self.total_at = self.started + total_s
         self.timer: asyncio.Timeout | None = None
         self.limit = "total"
         self.stall_s: float | None = None
@@ -417,10 +451,21 @@ class Deadline:
             self.timer.reschedule(self.total_at)
             self.limit = "total"
 
+    def _start(self) -> None:
+        self.started = self.loop.time()
+        self.total_at = self.started + self.total_s
+
+    def start_total(self) -> None:
+        """The request is on the wire: only the total limit runs (no streaming)."""
+        self._start()
+        self.arm_total()
+
     def arm_total(self) -> None:
         self._arm(None, "total")
 
-    def arm_first_token(self, first_token_ms: float | None, stall_ms: float | None) -> None:
+    def start_first_token(self, first_token_ms: float | None, stall_ms: float | None) -> None:
+        """The request is on the wire: the first-token (or stall) limit runs."""
+        self._start()
         self.stall_s = stall_ms / 1000 if stall_ms is not None else None
         self.first_token_ms = first_token_ms
         if first_token_ms is not None:

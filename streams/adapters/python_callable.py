@@ -16,8 +16,9 @@ return:
                                      an "output" key, wrap it: {"output": {...}})
 
 What it raises: `ModelError` subclasses pass through (so a function can say
-`RateLimited` or `ModelRequestRejected`); any other exception becomes
-`ModelUnavailable` naming its type and message.
+`RateLimited`, or `ModelRequestRejected` for input it cannot take: trigger
+`bad_request`, which never counts against the tier's health); any other
+exception becomes `ModelUnavailable` naming its type and message, which does.
 
 The caller's timeout cancels the await, not a thread already running a blocking
 function: such a call keeps its pool slot until it returns.
@@ -89,6 +90,9 @@ class PythonCallableAdapter:
             self._executor = ThreadPoolExecutor(
                 max_workers=max_workers, thread_name_prefix=f"callable-{config.callable}"
             )
+        # One slot per thread: a call waits for a slot (queue time, see `CallClock`)
+        # rather than inside the executor, where its time limit would already run.
+        self._threads = asyncio.Semaphore(max_workers)
 
     async def generate(self, call: ModelCall) -> Generation:
         try:
@@ -107,7 +111,10 @@ class PythonCallableAdapter:
             return await self._function(call.input, call.params, **options)
         loop = asyncio.get_running_loop()
         bound = functools.partial(self._function, call.input, call.params, **options)
-        result = await loop.run_in_executor(self._executor, bound)
+        call.clock.queued()
+        async with self._threads:
+            call.clock.sent()
+            result = await loop.run_in_executor(self._executor, bound)
         if inspect.isawaitable(result):  # a plain function that returned a coroutine
             result = await result
         return result

@@ -260,6 +260,9 @@ class RetryConfig(Strict):
     initial_backoff_ms: float = Field(default=100.0, ge=0)
     max_backoff_ms: float = Field(default=5000.0, ge=0)
     max_retry_after_ms: float = Field(default=30000.0, ge=0)
+    rate_limited_floor_ms: float = Field(
+        default=1000.0, ge=0, description="a 429 without Retry-After waits at least this long"
+    )
 
 
 class TierConfig(Strict):

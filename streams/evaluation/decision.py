@@ -269,7 +269,7 @@ def health_events(
     view = circuits.get(tier)
     if view is None:
         return (), circuits
-    if attempt.error_trigger in NOT_HEALTH:
+    if attempt.error_trigger in NOT_HEALTH or not attempt.called:
         if view.takes_probe and view.probes_in_flight > 0:
             return (ReleaseProbe(tier),), {**circuits, tier: view.with_probe_released()}
         return (), circuits
@@ -295,7 +295,7 @@ def called_verdict(
         attempt=routed.attempt,
         tier=tier.name,
         model=attempt.model,
-        called=True,
+        called=attempt.called,
         accepted=rejection is None,
         trigger=None if rejection is None else rejection.trigger,
         fallback_type=None if rejection is None else fallback_type_of(rejection.trigger),
@@ -329,7 +329,13 @@ def retry_on_same_tier(
     ):
         return None
     retry_after_s = None if attempt.retry_after_ms is None else attempt.retry_after_ms / 1000
-    delay_s = retry_delay_s(tier.retry, state.tier_retry, retry_after_s, ctx.rng)
+    delay_s = retry_delay_s(
+        tier.retry,
+        state.tier_retry,
+        retry_after_s,
+        ctx.rng,
+        rate_limited=attempt.error_trigger is Trigger.RATE_LIMITED,
+    )
     if delay_s is None:
         return None
     not_before = ctx.now + timedelta(seconds=delay_s)
@@ -582,6 +588,7 @@ def skipped_call(routed: RoutedRequest, model: str, now: datetime) -> Attempt:
         error_trigger=Trigger.CIRCUIT_OPEN,
         error=QUEUED_BEHIND_OPEN_CIRCUIT,
         retryable=False,
+        called=False,
         latency_ms=0.0,
         queue_wait_ms=max((now - routed.routed_at).total_seconds() * 1000, 0.0),
         started_at=now,

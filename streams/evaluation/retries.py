@@ -2,39 +2,36 @@
 
 Retries here are not a loop around a call: a retried request is re-published to
 its tier's topic with a `not_before` instant, so the delay is a number, not a
-sleep. Exponential backoff with full jitter (AWS architecture blog, "Exponential
-Backoff and Jitter"): delay = uniform(0, min(max_backoff, initial * 2**n)), and
-never sooner than the provider's Retry-After. A Retry-After longer than
-`max_retry_after_ms` means "not worth waiting for": fall back instead.
+sleep. The delay comes from the project's one backoff policy
+(`schemas.backoff.Backoff`: exponential, full jitter, capped, above a floor).
+The floor is
 
-Why not tenacity's `wait_random_exponential`: it draws from the global `random`
-module (no injectable generator, so tests cannot pin the jitter), expects a
-`RetryCallState` built around a retry loop we do not have, and knows nothing
-about Retry-After. The formula is three lines; wrapping it would be contortion.
+- the provider's Retry-After when it sent one: never sooner than it asked, with
+  jitter above it so the callers it throttled do not all come back at once;
+- else `rate_limited_floor_ms` after a 429: a rate limit without Retry-After
+  must not be hit again a few milliseconds later;
+- else zero (plain full jitter).
+
+A Retry-After longer than `max_retry_after_ms` means "not worth waiting for":
+fall back instead.
 """
 
 from __future__ import annotations
 
 import random
 
+from schemas.backoff import Backoff
 from streams.config import RetryConfig
 
-__all__ = ["backoff_ceiling_s", "retry_delay_s", "should_retry"]
-
-# 2**30 times any sane initial backoff is beyond every max_backoff; capping the
-# exponent keeps the arithmetic finite whatever retries_so_far is.
-_MAX_EXPONENT = 30
+__all__ = ["retry_backoff", "retry_delay_s"]
 
 
-def should_retry(error_retryable: bool, retry: RetryConfig, retries_so_far: int) -> bool:
-    """Only errors that say they are transient, and only a bounded number of times."""
-    return error_retryable and retries_so_far < retry.max_retries
-
-
-def backoff_ceiling_s(retry: RetryConfig, retries_so_far: int) -> float:
-    """The upper end of the jitter range before retry number `retries_so_far + 1`."""
-    exponent = min(retries_so_far, _MAX_EXPONENT)
-    return min(retry.max_backoff_ms, retry.initial_backoff_ms * 2**exponent) / 1000.0
+def retry_backoff(retry: RetryConfig, floor_s: float = 0.0) -> Backoff:
+    return Backoff(
+        initial_s=retry.initial_backoff_ms / 1000.0,
+        max_s=retry.max_backoff_ms / 1000.0,
+        floor_s=floor_s,
+    )
 
 
 def retry_delay_s(
@@ -42,6 +39,8 @@ def retry_delay_s(
     retries_so_far: int,
     retry_after_s: float | None,
     rng: random.Random,
+    *,
+    rate_limited: bool = False,
 ) -> float | None:
     """Seconds to wait before the next retry, or None when no retry is allowed.
 
@@ -50,7 +49,12 @@ def retry_delay_s(
     """
     if retries_so_far >= retry.max_retries:
         return None
-    if retry_after_s is not None and retry_after_s * 1000.0 > retry.max_retry_after_ms:
-        return None
-    jittered = rng.uniform(0.0, backoff_ceiling_s(retry, retries_so_far))
-    return max(jittered, retry_after_s or 0.0)
+    if retry_after_s is not None:
+        if retry_after_s * 1000.0 > retry.max_retry_after_ms:
+            return None
+        floor_s = retry_after_s
+    elif rate_limited:
+        floor_s = retry.rate_limited_floor_ms / 1000.0
+    else:
+        floor_s = 0.0
+    return retry_backoff(retry, floor_s).delay_s(retries_so_far, rng)

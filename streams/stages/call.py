@@ -10,14 +10,20 @@ it into a verdict and sends the request on like any other skip.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from datetime import UTC, datetime
 
-from schemas.events import Attempt, RoutedRequest, Trigger
-from streams.adapters.base import Generation, ModelAdapter, ModelCall
-from streams.adapters.errors import ModelError
+from schemas.events import Attempt, RoutedRequest
+from streams.adapters.base import CallClock, Generation, ModelAdapter, ModelCall
+from streams.adapters.errors import ModelError, ModelTimeout, NotSentBeforeDeadline
 from streams.config import TierConfig
-from streams.evaluation.decision import call_may_start, remaining_ms, skipped_call
+from streams.evaluation.decision import (
+    MIN_DEADLINE_SHARE,
+    call_may_start,
+    remaining_ms,
+    skipped_call,
+)
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.stages.context import Pipeline
 from streams.stages.failed_call_log import failed_calls
@@ -47,61 +53,86 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord
 
 
 async def attempt_call(adapter: ModelAdapter, tier: TierConfig, routed: RoutedRequest) -> Attempt:
-    """One model call under the tier's timeout (shortened to fit the deadline)."""
+    """One model call under the tier's timeout, counted from when the request is sent.
+
+    Time the call waits inside the worker before it is sent (for a pooled
+    connection, a thread: the adapter says when, see `CallClock`) is queue
+    time: bounded by the request's deadline, added to `queue_wait_ms`, never
+    taken from the model's limit.  A call still queued when less than
+    `MIN_DEADLINE_SHARE` of the tier's timeout is left before the deadline is
+    not sent at all: trigger `deadline`, `called` false, never the model's timeout.
+    """
     started_at = datetime.now(UTC)
-    queue_wait_ms = max((started_at - routed.routed_at).total_seconds() * 1000, 0.0)
-    timeout_ms = min(tier.timeout_ms, remaining_ms(routed.request, started_at))
+    stage_wait_ms = max((started_at - routed.routed_at).total_seconds() * 1000, 0.0)
+    left_ms = remaining_ms(routed.request, started_at)
     request = routed.request
-    call = ModelCall(
-        request_id=request.request_id,
-        input=request.input,
-        params=request.params,
-        timeout_s=max(timeout_ms, 1.0) / 1000,
-    )
-    clock = time.perf_counter()
+    deadline_at: float | None = None
+    send_by: float | None = None
+    if not math.isinf(left_ms):
+        deadline_at = asyncio.get_running_loop().time() + left_ms / 1000
+        send_by = deadline_at - tier.timeout_ms * MIN_DEADLINE_SHARE / 1000
     error: ModelError | None = None
     generation: Generation | None = None
+    timed_out = False
     try:
         # asyncio.timeout, not wait_for: no extra task per call on the hot path.
-        async with asyncio.timeout(call.timeout_s):
+        async with asyncio.timeout(None) as timer:
+            clock = CallClock(
+                timer, limit_s=tier.timeout_ms / 1000, send_by=send_by, deadline_at=deadline_at
+            )
+            call = ModelCall(
+                request_id=request.request_id,
+                input=request.input,
+                params=request.params,
+                timeout_s=max(min(tier.timeout_ms, left_ms), 1.0) / 1000,
+                clock=clock,
+            )
             generation = await adapter.generate(call)
     except TimeoutError:
-        error_trigger, message = Trigger.TIMEOUT, f"no answer within {timeout_ms:.0f} ms"
+        timed_out = True
     except ModelError as exc:
         error = exc
-        error_trigger, message = exc.trigger, str(exc)
     except Exception as exc:  # an adapter bug is a failed attempt, not a dead worker
-        error_trigger, message = Trigger.ERROR, f"{type(exc).__name__}: {exc}"
-    latency_ms = (time.perf_counter() - clock) * 1000
+        error = ModelError(f"{type(exc).__name__}: {exc}")
     finished_at = datetime.now(UTC)
-    if generation is None:
+    latency_ms = clock.on_wire_s() * 1000
+    queue_wait_ms = stage_wait_ms + clock.queue_wait_s() * 1000
+    if generation is not None:
         return Attempt(
             routed=routed,
-            model=adapter.model_name,
-            error_trigger=error_trigger,
-            error=message,
-            retryable=bool(error.retryable)
-            if error is not None
-            else error_trigger is Trigger.TIMEOUT,
-            retry_after_ms=None
-            if error is None or error.retry_after_s is None
-            else error.retry_after_s * 1000,
+            model=generation.model,
+            output=generation.output,
             latency_ms=latency_ms,
             queue_wait_ms=queue_wait_ms,
+            tokens_in=generation.tokens_in,
+            tokens_out=generation.tokens_out,
+            cost_usd=tier.price.cost(generation.tokens_in, generation.tokens_out),
+            confidence=generation.confidence,
+            finish_reason=generation.finish_reason,
             started_at=started_at,
             finished_at=finished_at,
         )
+    if timed_out and not clock.was_sent:
+        error = NotSentBeforeDeadline(
+            f"queued {clock.queue_wait_s() * 1000:.0f} ms in the worker until less than "
+            f"{MIN_DEADLINE_SHARE:.0%} of timeout_ms={tier.timeout_ms:g} was left before "
+            "the deadline; never sent"
+        )
+    elif timed_out:
+        limit_s = clock.call_limit_s()
+        limit = "" if limit_s is None else f"within {limit_s * 1000:.0f} ms "
+        error = ModelTimeout(f"no answer {limit}of sending")
+    assert error is not None
     return Attempt(
         routed=routed,
-        model=generation.model,
-        output=generation.output,
+        model=adapter.model_name,
+        error_trigger=error.trigger,
+        error=str(error),
+        retryable=bool(error.retryable),
+        retry_after_ms=None if error.retry_after_s is None else error.retry_after_s * 1000,
         latency_ms=latency_ms,
         queue_wait_ms=queue_wait_ms,
-        tokens_in=generation.tokens_in,
-        tokens_out=generation.tokens_out,
-        cost_usd=tier.price.cost(generation.tokens_in, generation.tokens_out),
-        confidence=generation.confidence,
-        finish_reason=generation.finish_reason,
+        called=not isinstance(error, NotSentBeforeDeadline),
         started_at=started_at,
         finished_at=finished_at,
     )

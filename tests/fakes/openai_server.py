@@ -11,6 +11,10 @@ Streaming answers are SSE `data: {chunk}` lines: a role chunk, one chunk per wor
 `finish_reason`, a usage chunk when `stream_options.include_usage`, then `data: [DONE]`.
 Error bodies are the ones OpenAI sends.
 
+`supports_prefill=False` answers, like Anthropic's OpenAI-compatible endpoint for
+models without prefill, every request whose last message is the assistant's with
+400 `assistant_prefill_not_supported`: an error the request causes, whatever the fault.
+
 Fault options (keyword arguments of `set_fault`): `delay_s` (slow_first_token,
 stall_mid_stream, silent), `status` (server_error: 500 by default),
 `retry_after` / `retry_after_ms` (rate_limit, server_error headers).
@@ -36,6 +40,8 @@ class OpenAIFault(StrEnum):
     CUT_MID_STREAM = "cut_mid_stream"  # half the words, then the connection is aborted
     NO_DONE = "no_done"  # finish_reason and usage sent, stream closed cleanly without [DONE]
     NO_FINISH_REASON = "no_finish_reason"  # [DONE] sent, but no chunk had a finish_reason
+    NO_END = "no_end"  # all the words, then a clean close: no finish_reason and no [DONE]
+    CUT_AFTER_FINISH = "cut_after_finish"  # finish_reason and usage, then the connection drops
     MALFORMED_CHUNK = "malformed_chunk"  # a chunk that is not JSON in the middle
     RATE_LIMIT = "rate_limit"  # 429 with Retry-After (+ retry-after-ms when given)
     SERVER_ERROR = "server_error"  # 500 (or `status`) with OpenAI's server_error body
@@ -83,6 +89,15 @@ RATE_LIMIT_BODY = {
         "code": "rate_limit_exceeded",
     }
 }
+PREFILL_BODY = {
+    "error": {
+        "message": "This model does not support assistant message prefill. "
+        "The conversation must end with a user message.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "assistant_prefill_not_supported",
+    }
+}
 SERVER_ERROR_BODY = {
     "error": {
         "message": "The server had an error while processing your request. Sorry about that!",
@@ -108,15 +123,18 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
         token_logprobs: list[float] | None = None,
         send_usage: bool = True,
         tool_call: dict[str, str] | None = None,
+        supports_prefill: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        backlog: int = 128,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, backlog=backlog)
         self.reply = reply
         # One logprob per word, cycled; the default gives a confident model.
         self.token_logprobs = token_logprobs or [-0.05, -0.2, -0.01, -0.5, -0.1]
         self.send_usage = send_usage
         self.tool_call = tool_call  # {"name": ..., "arguments": "<json>"} replaces the text reply
+        self.supports_prefill = supports_prefill
 
     @property
     def base_url(self) -> str:
@@ -187,6 +205,14 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
                 },
                 status=400,
             )
+        messages = body["messages"]
+        if (
+            not self.supports_prefill
+            and messages
+            and isinstance(messages[-1], dict)
+            and messages[-1].get("role") == "assistant"
+        ):
+            return web.json_response(PREFILL_BODY, status=400)
 
         match fault:
             case OpenAIFault.CONNECTION_RESET:
@@ -313,7 +339,7 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
             await send(self.chunk({"tool_calls": [first]}, with_usage_field=include_usage))
             await send(self.chunk({"tool_calls": [second]}, with_usage_field=include_usage))
 
-        if fault is not OpenAIFault.NO_FINISH_REASON:
+        if fault not in {OpenAIFault.NO_FINISH_REASON, OpenAIFault.NO_END}:
             finish = {
                 OpenAIFault.CONTENT_FILTER_FINISH: "content_filter",
             }.get(fault, "tool_calls" if self.tool_call is not None else "stop")
@@ -323,7 +349,10 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
             usage_chunk["choices"] = []
             usage_chunk["usage"] = self.usage_for(body)
             await send(usage_chunk)
-        if fault is not OpenAIFault.NO_DONE:
+        if fault is OpenAIFault.CUT_AFTER_FINISH:
+            self.close_connection(request)
+            return response
+        if fault not in {OpenAIFault.NO_DONE, OpenAIFault.NO_END}:
             await send("[DONE]")
         await response.write_eof()
         return response
@@ -351,7 +380,7 @@ class FakeOpenAIServer(ThreadedAiohttpServer):
             finish_reason = "tool_calls"
         if fault is OpenAIFault.CONTENT_FILTER_FINISH:
             finish_reason = "content_filter"
-        if fault in {OpenAIFault.NO_FINISH_REASON, OpenAIFault.NO_DONE}:
+        if fault in {OpenAIFault.NO_FINISH_REASON, OpenAIFault.NO_DONE, OpenAIFault.NO_END}:
             finish_reason = None
         logprobs = (
             {"content": [self.logprob_entry(w, i) for i, w in enumerate(words)], "refusal": None}

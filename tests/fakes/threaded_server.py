@@ -65,9 +65,12 @@ class FaultSwitch:
 class ThreadedAiohttpServer:
     """Subclasses build the `web.Application`; this runs it until `stop()`."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, backlog: int = 128) -> None:
         self.host = host
         self.port = port
+        # The listen backlog: a small one makes an upstream that admits few connections
+        # at once (the kernel drops the rest of a burst's SYNs; clients retry after 1 s).
+        self.backlog = backlog
         self.faults = FaultSwitch()
         self._records: list[RecordedRequest] = []
         self._records_lock = threading.Lock()
@@ -199,7 +202,7 @@ class ThreadedAiohttpServer:
             self.build_app(), access_log=None, handler_cancellation=True, shutdown_timeout=2.0
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=self.backlog)
         await site.start()
         address = self._runner.addresses[0]
         self.port = int(address[1])

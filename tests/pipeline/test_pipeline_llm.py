@@ -116,8 +116,11 @@ async def assert_healthy(pipeline: LLMPipeline) -> None:
 # fault, times, expected served tier, expected primary calls, expected primary triggers
 CASES = [
     (OpenAIFault.CUT_MID_STREAM, None, "big", 3, ["truncated"] * 3),
-    (OpenAIFault.NO_DONE, None, "big", 3, ["truncated"] * 3),
-    (OpenAIFault.NO_FINISH_REASON, None, "big", 3, ["truncated"] * 3),
+    (OpenAIFault.NO_END, None, "big", 3, ["truncated"] * 3),
+    # One end marker is enough: a whole answer is served at once, never retried.
+    (OpenAIFault.NO_DONE, None, "primary", 1, [None]),
+    (OpenAIFault.CUT_AFTER_FINISH, None, "primary", 1, [None]),
+    (OpenAIFault.NO_FINISH_REASON, None, "primary", 1, [None]),
     (OpenAIFault.MALFORMED_CHUNK, None, "big", 1, ["error"]),
     (OpenAIFault.RATE_LIMIT, 1, "primary", 2, ["rate_limited", None]),
     (OpenAIFault.SERVER_ERROR, 1, "primary", 2, ["error", None]),

@@ -79,3 +79,17 @@ def confidence_out_of_range(model_input: dict[str, Any], params: dict[str, Any])
 
 def not_json(model_input: dict[str, Any], params: dict[str, Any]) -> object:
     return {"when": object()}
+
+
+#: calls `counted_sleep` has begun, for tests that count what reached the "model"
+counted_calls = 0
+_counted_lock = threading.Lock()
+
+
+def counted_sleep(model_input: dict[str, Any], params: dict[str, Any], *, sleep_s: float) -> str:
+    """A blocking model that counts the calls it received."""
+    global counted_calls
+    with _counted_lock:
+        counted_calls += 1
+    time.sleep(sleep_s)
+    return "slept"

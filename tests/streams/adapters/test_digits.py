@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from schemas.events import Trigger
 from streams.adapters import digits
 from streams.adapters.base import ModelCall
 from streams.adapters.digits import (
@@ -118,8 +119,11 @@ async def test_predicts_a_label_with_a_confidence(forest: DigitsAdapter) -> None
     ],
 )
 async def test_bad_input_is_rejected(forest: DigitsAdapter, features: Any, message: str) -> None:
-    with pytest.raises(ModelRequestRejected, match=message):
+    with pytest.raises(ModelRequestRejected, match=message) as caught:
         await forest.generate(call_with(features))
+    # The request's fault: never counted against the tier's health, never retried.
+    assert caught.value.trigger is Trigger.BAD_REQUEST
+    assert not caught.value.retryable
 
 
 async def holdout_accuracy(adapter: DigitsAdapter) -> tuple[float, list[float], list[float]]:

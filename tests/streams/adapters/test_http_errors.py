@@ -8,9 +8,11 @@ from email.utils import formatdate
 import httpx
 import pytest
 
+from schemas.events import Trigger
 from streams.adapters.errors import (
     ContentPolicyViolation,
     ContextLengthExceeded,
+    ModelAccessRefused,
     ModelError,
     ModelRequestRejected,
     ModelUnavailable,
@@ -82,8 +84,40 @@ def test_azure_content_filter_keeps_the_provider_reason() -> None:
 
 def test_insufficient_quota_is_not_retried() -> None:
     body = b'{"error":{"message":"You exceeded your current quota","code":"insufficient_quota"}}'
-    assert type(classify(429, body)) is ModelRequestRejected
+    quota = classify(429, body)
+    assert type(quota) is ModelAccessRefused and not quota.retryable
+    assert quota.trigger is Trigger.ERROR  # the tier's quota: counts against its health
     assert type(classify(429, b"slow down", {"Retry-After": "1"})) is RateLimited
+
+
+ANTHROPIC_PREFILL = (
+    b'{"error":{"message":"This model does not support assistant message prefill.",'
+    b'"type":"invalid_request_error","code":"assistant_prefill_not_supported"}}'
+)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, ANTHROPIC_PREFILL),
+        (400, b'{"error":{"message":"Invalid value for temperature","code":"invalid_value"}}'),
+        (413, b"request entity too large"),
+        (422, b'{"detail":[{"msg":"field required"}]}'),
+    ],
+)
+def test_a_4xx_the_request_caused_is_bad_request(status: int, body: bytes) -> None:
+    error = classify(status, body)
+    assert type(error) is ModelRequestRejected
+    assert error.trigger is Trigger.BAD_REQUEST
+    assert not error.retryable
+
+
+@pytest.mark.parametrize("status", [301, 401, 403, 404])
+def test_a_refused_key_url_or_model_is_the_tiers_fault(status: int) -> None:
+    error = classify(status, b'{"error":{"message":"no","code":"invalid_api_key"}}')
+    assert type(error) is ModelAccessRefused
+    assert error.trigger is Trigger.ERROR
+    assert not error.retryable
 
 
 @pytest.mark.parametrize("status", [408, 500, 502, 503, 504])

@@ -12,6 +12,7 @@ from schemas.events import Trigger
 from streams.adapters.base import Generation, ModelCall
 from streams.adapters.errors import (
     MalformedResponse,
+    ModelAccessRefused,
     ModelError,
     ModelRequestRejected,
     ModelTimeout,
@@ -139,10 +140,18 @@ async def test_bad_features_are_rejected_without_a_call(
     server: FakeOpenInferenceServer, make_adapter: AdapterFactory
 ) -> None:
     adapter = make_adapter()
-    payloads: list[dict[str, Any]] = [{"features": []}, {"features": ["a", "b"]}, {"prompt": "hi"}]
+    payloads: list[dict[str, Any]] = [
+        {"features": []},
+        {"features": ["a", "b"]},
+        {"features": [1.0, float("nan")]},
+        {"features": [float("-inf")]},
+        {"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [float("nan")]}]},
+        {"prompt": "hi"},
+    ]
     for payload in payloads:
-        with pytest.raises(ModelRequestRejected):
+        with pytest.raises(ModelRequestRejected) as caught:
             await adapter.generate(ModelCall("req-9", payload, {}, 1.0))
+        assert caught.value.trigger is Trigger.BAD_REQUEST
     assert server.request_count == 0
 
 
@@ -151,10 +160,13 @@ async def test_server_rejection_is_a_rejected_request(
 ) -> None:
     with pytest.raises(ModelRequestRejected, match="HTTP 400: expected shape") as wrong_shape:
         await make_adapter().generate(call([1.0, 2.0, 3.0]))
-    with pytest.raises(ModelRequestRejected, match="HTTP 404") as unknown_model:
+    # A 404 names the tier's model: the tier's fault, counted against its health.
+    with pytest.raises(ModelAccessRefused, match="HTTP 404") as unknown_model:
         await make_adapter(model_name="missing").generate(call(digit(server, 0)))
     assert not wrong_shape.value.retryable
+    assert wrong_shape.value.trigger is Trigger.BAD_REQUEST
     assert not unknown_model.value.retryable
+    assert unknown_model.value.trigger is Trigger.ERROR
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import socket
 import time
@@ -18,6 +19,7 @@ from streams.adapters.errors import (
     ContentPolicyViolation,
     ContextLengthExceeded,
     MalformedResponse,
+    ModelAccessRefused,
     ModelError,
     ModelRequestRejected,
     ModelTimeout,
@@ -56,6 +58,7 @@ def fresh_server(server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> N
     server.send_usage = True
     server.tool_call = None
     server.token_logprobs = [-0.05, -0.2, -0.01, -0.5, -0.1]
+    server.supports_prefill = True
     monkeypatch.setenv(KEY_ENV, SECRET_KEY)
 
 
@@ -194,8 +197,30 @@ async def test_input_without_messages_or_prompt_is_rejected_without_a_call(
 ) -> None:
     with pytest.raises(ModelRequestRejected) as caught:
         await make_adapter().generate(call(features=[1, 2, 3]))
-    assert caught.value.trigger == Trigger.ERROR
+    assert caught.value.trigger == Trigger.BAD_REQUEST
     assert not caught.value.retryable
+    assert server.request_count == 0
+
+
+async def test_a_400_the_request_caused_is_a_bad_request(
+    server: FakeOpenAIServer, make_adapter: AdapterFactory
+) -> None:
+    server.supports_prefill = False
+    prefill = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello,"}]
+    with pytest.raises(ModelRequestRejected, match="assistant_prefill_not_supported") as caught:
+        await make_adapter().generate(call(messages=prefill))
+    assert caught.value.trigger == Trigger.BAD_REQUEST
+    assert not caught.value.retryable
+    assert server.request_count == 1
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+async def test_a_non_finite_number_is_a_bad_request_without_a_call(
+    server: FakeOpenAIServer, make_adapter: AdapterFactory, value: float
+) -> None:
+    with pytest.raises(ModelRequestRejected, match="cannot be sent as JSON") as caught:
+        await make_adapter().generate(call(params={"temperature": value}))
+    assert caught.value.trigger == Trigger.BAD_REQUEST
     assert server.request_count == 0
 
 
@@ -300,14 +325,13 @@ STREAM_FAULTS: list[tuple[OpenAIFault, dict[str, Any], type[ModelError], Trigger
         "first_token_timeout_ms",
     ),
     (OpenAIFault.CUT_MID_STREAM, {}, StreamTruncated, Trigger.TRUNCATED, True, "stream cut"),
-    (OpenAIFault.NO_DONE, {}, StreamTruncated, Trigger.TRUNCATED, True, "without [DONE]"),
     (
-        OpenAIFault.NO_FINISH_REASON,
+        OpenAIFault.NO_END,
         {},
         StreamTruncated,
         Trigger.TRUNCATED,
         True,
-        "without finish_reason",
+        "without finish_reason or [DONE]",
     ),
     (OpenAIFault.MALFORMED_CHUNK, {}, MalformedResponse, Trigger.ERROR, False, "not JSON"),
     (OpenAIFault.RATE_LIMIT, {"retry_after": "2"}, RateLimited, Trigger.RATE_LIMITED, True, "429"),
@@ -345,7 +369,7 @@ STREAM_FAULTS: list[tuple[OpenAIFault, dict[str, Any], type[ModelError], Trigger
         False,
         "finish_reason content_filter",
     ),
-    (OpenAIFault.UNAUTHORIZED, {}, ModelRequestRejected, Trigger.ERROR, False, "HTTP 401"),
+    (OpenAIFault.UNAUTHORIZED, {}, ModelAccessRefused, Trigger.ERROR, False, "HTTP 401"),
 ]
 
 WHOLE_BODY_FAULTS: list[
@@ -451,6 +475,41 @@ async def test_non_streaming_fault(
     await assert_fault(server, adapter, fault, options, error_type, trigger, retryable, words)
 
 
+@pytest.mark.parametrize(
+    ("fault", "finish_reason", "missing"),
+    [
+        (OpenAIFault.NO_DONE, "stop", "[DONE]"),
+        (OpenAIFault.CUT_AFTER_FINISH, "stop", "[DONE]"),
+        (OpenAIFault.NO_FINISH_REASON, None, "finish_reason"),
+    ],
+)
+async def test_a_stream_with_one_end_marker_is_complete(
+    server: FakeOpenAIServer,
+    make_adapter: AdapterFactory,
+    caplog: pytest.LogCaptureFixture,
+    fault: OpenAIFault,
+    finish_reason: str | None,
+    missing: str,
+) -> None:
+    """All the tokens and a finish_reason (or [DONE]) make a whole answer, whatever
+    else is missing: it is served, once, and the missing marker is logged."""
+    adapter = make_adapter()
+    server.set_fault(fault)
+    with caplog.at_level(logging.DEBUG, logger="streams.adapters.openai_chat"):
+        first = await adapter.generate(call())
+        second = await adapter.generate(call())
+    for generation in (first, second):
+        assert generation.output["content"] == REPLY
+        assert generation.finish_reason == finish_reason
+        assert generation.extra["tokens_source"] == "usage"
+    assert server.request_count == 2
+    lines = [r for r in caplog.records if f"without {missing}" in r.getMessage()]
+    # INFO the first time, DEBUG after: a server that never sends it writes one line.
+    assert [r.levelno for r in lines] == [logging.INFO, logging.DEBUG]
+    assert not any("partial answer was discarded" in r.getMessage() for r in caplog.records)
+    assert not any(REPLY in r.getMessage() for r in caplog.records)
+
+
 async def test_timeouts_fire_at_their_own_limit(
     server: FakeOpenAIServer, make_adapter: AdapterFactory
 ) -> None:
@@ -551,7 +610,7 @@ async def test_api_key_never_leaks(server: FakeOpenAIServer, make_adapter: Adapt
 
     # The upstream quotes the key it was given (worst case of a 401 body): it is masked.
     server.set_fault(OpenAIFault.UNAUTHORIZED)
-    with pytest.raises(ModelRequestRejected) as caught:
+    with pytest.raises(ModelAccessRefused) as caught:
         await adapter.generate(call())
     assert "Incorrect API key provided: ***" in str(caught.value)
     assert server.requests[0].headers["Authorization"] == f"Bearer {SECRET_KEY}"
