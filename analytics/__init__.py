@@ -10,10 +10,16 @@ errors.py      AnalyticsError and its subclasses
 """
 
 from analytics.backend import AnalyticsBackend, ChdbBackend, ClickHouseServerBackend, open_backend
-from analytics.errors import AnalyticsError, AnalyticsUnavailable, MigrationError, SinkBackpressure
+from analytics.errors import (
+    AnalyticsError,
+    AnalyticsUnavailable,
+    MigrationError,
+    RowsRejected,
+    SinkBackpressure,
+)
 from analytics.migrate import apply_migrations
 from analytics.report import Report, build_report, render_report
-from analytics.sink import ClickHouseSink, RowReceipt, open_sink
+from analytics.sink import ClickHouseSink, RowReceipt, SinkStats, open_sink
 
 __all__ = [
     "AnalyticsBackend",
@@ -25,7 +31,9 @@ __all__ = [
     "MigrationError",
     "Report",
     "RowReceipt",
+    "RowsRejected",
     "SinkBackpressure",
+    "SinkStats",
     "apply_migrations",
     "build_report",
     "open_backend",

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from analytics.config import AnalyticsConfig
-from analytics.errors import AnalyticsError, AnalyticsUnavailable
+from analytics.errors import AnalyticsError, AnalyticsUnavailable, RowsRejected
 
 # Settings both backends run with, so JSON output and DateTime parsing agree:
 # a ClickHouse server quotes UInt64 in JSON by default and parses only the
@@ -42,22 +42,72 @@ _RETRYABLE_CODES = frozenset(
         202,  # TOO_MANY_SIMULTANEOUS_QUERIES
         209,  # SOCKET_TIMEOUT
         210,  # NETWORK_ERROR
+        236,  # ABORTED
         241,  # MEMORY_LIMIT_EXCEEDED
         242,  # TABLE_IS_READ_ONLY
         243,  # NOT_ENOUGH_SPACE
         252,  # TOO_MANY_PARTS
+        279,  # ALL_CONNECTION_TRIES_FAILED
         425,  # SYSTEM_ERROR
+        439,  # CANNOT_SCHEDULE_TASK
+        745,  # SERVER_OVERLOADED
+        999,  # KEEPER_EXCEPTION
+    }
+)
+# Codes that reject the data itself (ClickHouse answers most of them with HTTP 400,
+# src/Server/HTTP/exceptionCodeToHTTPStatus.cpp): the same rows fail every time.
+_REJECTED_ROWS_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        7,  # INCORRECT_NUMBER_OF_COLUMNS
+        25,  # CANNOT_PARSE_ESCAPE_SEQUENCE
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        32,  # ATTEMPT_TO_READ_AFTER_EOF
+        33,  # CANNOT_READ_ALL_DATA
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        190,  # SIZES_OF_ARRAYS_DONT_MATCH
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        376,  # CANNOT_PARSE_UUID
+        467,  # CANNOT_PARSE_BOOL
+        469,  # VIOLATED_CONSTRAINT
     }
 )
 _CODE_PATTERN = re.compile(r"Code:\s*(\d+)")
+#: clickhouse-connect's text for an HTTP error that carried no ClickHouse code
+_SERVER_FAILED = re.compile(r"HTTP status 5\d\d")
+#: a server's error text can carry a stack trace; one log line holds this much of it
+MAX_ERROR_CHARS = 400
+#: clickhouse-connect waits 300 s for an answer by default; a hung server must not
+#: hold the sink's executor (and every report query behind it) that long
+CONNECT_TIMEOUT_S = 5
+SEND_RECEIVE_TIMEOUT_S = 60
 
 
-def error_from_clickhouse(message: str, action: str) -> AnalyticsError:
-    """The project's error for a ClickHouse failure message, retryable by error code."""
-    match = _CODE_PATTERN.search(message)
-    code = int(match.group(1)) if match else None
-    error_type = AnalyticsUnavailable if code in _RETRYABLE_CODES else AnalyticsError
-    return error_type(f"{action}: {message.strip()}")
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error text on one line, cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def error_from_clickhouse(message: str, action: str, code: int | None = None) -> AnalyticsError:
+    """The project's error for a ClickHouse failure: retryable or rows-rejected by code."""
+    if code is None:
+        match = _CODE_PATTERN.search(message)
+        code = int(match.group(1)) if match else None
+    error_type: type[AnalyticsError] = AnalyticsError
+    if code in _RETRYABLE_CODES:
+        error_type = AnalyticsUnavailable
+    elif code in _REJECTED_ROWS_CODES:
+        error_type = RowsRejected
+    return error_type(one_line(f"{action}: {message.strip()}"))
 
 
 def json_each_row(rows: Iterable[dict[str, Any]]) -> bytes:
@@ -108,7 +158,7 @@ class ChdbBackend:
                 self._session.query(f"SET {name} = {_sql_literal(value)}")
             self._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
         except Exception as exc:
-            raise AnalyticsUnavailable(f"cannot open chDB at {path}: {exc}") from exc
+            raise AnalyticsUnavailable(one_line(f"cannot open chDB at {path}: {exc}")) from exc
 
     def command(self, sql: str) -> None:
         self._run(sql, "CSV")
@@ -178,12 +228,16 @@ class ClickHouseServerBackend:
                 username=username,
                 password=password.get_secret_value() if password else "",
                 settings=dict(SESSION_SETTINGS),
+                connect_timeout=CONNECT_TIMEOUT_S,
+                send_receive_timeout=SEND_RECEIVE_TIMEOUT_S,
             )
             self._client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         except ClickHouseClientError as exc:
             raise _error_from_client(exc, f"cannot connect to ClickHouse at {url}") from exc
         except OSError as exc:
-            raise AnalyticsUnavailable(f"cannot connect to ClickHouse at {url}: {exc}") from exc
+            raise AnalyticsUnavailable(
+                one_line(f"cannot connect to ClickHouse at {url}: {exc}")
+            ) from exc
 
     def command(self, sql: str) -> None:
         self._call(lambda: self._client.command(sql), sql)
@@ -213,15 +267,20 @@ class ClickHouseServerBackend:
         except ClickHouseClientError as exc:
             raise _error_from_client(exc, f"ClickHouse: {_first_line(sql)}") from exc
         except OSError as exc:
-            raise AnalyticsUnavailable(f"ClickHouse: {_first_line(sql)}: {exc}") from exc
+            raise AnalyticsUnavailable(one_line(f"ClickHouse: {_first_line(sql)}: {exc}")) from exc
 
 
 def _error_from_client(exc: Exception, action: str) -> AnalyticsError:
     from clickhouse_connect.driver.exceptions import OperationalError
 
     if isinstance(exc, OperationalError):  # connection refused/reset, timeouts
-        return AnalyticsUnavailable(f"{action}: {exc}")
-    return error_from_clickhouse(str(exc), action)
+        return AnalyticsUnavailable(one_line(f"{action}: {exc}"))
+    code = getattr(exc, "code", None)  # from the X-ClickHouse-Exception-Code header
+    if code is None and _SERVER_FAILED.search(str(exc)):
+        # A 5xx without a ClickHouse code: a proxy, or a server failing before
+        # its query handler ran; nothing says the statement is wrong.
+        return AnalyticsUnavailable(one_line(f"{action}: {exc}"))
+    return error_from_clickhouse(str(exc), action, code)
 
 
 def open_backend(config: AnalyticsConfig) -> AnalyticsBackend:

@@ -12,6 +12,9 @@ of opening the database itself.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +24,9 @@ from faust.web import Request, Response, View
 from analytics.report import build_report
 from streams.kafka.stage_consumer import StageConsumer
 from streams.stages.context import Pipeline
+
+#: how long /report/ waits for buffered rows to be written before it queries
+REPORT_FLUSH_S = 2.0
 
 
 def circuit_states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
@@ -61,6 +67,7 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
                 "in_flight": stages.in_flight(),
                 "admission_pauses": stages.admission_pauses,
                 "circuits": circuit_states(pipeline),
+                "analytics_sink": asdict(pipeline.sink.stats()) if pipeline.sink else None,
                 "tenant_spend_usd": pipeline.spend.snapshot(datetime.now(UTC).timestamp()),
                 "tenant_spend_table": dict(pipeline.spend_table.items())
                 if pipeline.spend_table is not None
@@ -79,7 +86,9 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
                 since = datetime.now(UTC) - timedelta(minutes=float(minutes))
             except ValueError:
                 return web.json({"error": f"since_minutes={minutes!r} is not a number"}, status=400)
-        await pipeline.sink.flush()
+        # Fresh figures when the store answers; during an outage, what it has.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pipeline.sink.flush(), REPORT_FLUSH_S)
         states = circuit_states(pipeline)
         result = await pipeline.sink.run(
             lambda backend: build_report(backend, since=since, circuits=states)
