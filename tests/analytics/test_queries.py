@@ -20,15 +20,7 @@ from analytics.queries import (
     tier_minutes,
     top_rejection_triggers,
 )
-from analytics.rows import RESPONSES_TABLE, VERDICTS_TABLE, response_row, verdict_row
-from tests.analytics.sample_events import START, WINDOW_START, sample_responses, sample_verdicts
-
-
-def load_sample(backend: ChdbBackend, copies: int = 1) -> None:
-    """Insert the sample `copies` times, each copy a separate INSERT (as a replay would be)."""
-    for _ in range(copies):
-        backend.insert_rows(VERDICTS_TABLE, [verdict_row(v) for v in sample_verdicts()])
-        backend.insert_rows(RESPONSES_TABLE, [response_row(r) for r in sample_responses()])
+from tests.analytics.sample_events import START, WINDOW_START, load_sample, sample_verdicts
 
 
 @pytest.fixture

@@ -6,8 +6,7 @@ from rich.console import Console
 
 from analytics.backend import ChdbBackend
 from analytics.report import Report, build_report, render_report
-from tests.analytics.sample_events import WINDOW_START
-from tests.analytics.test_queries import load_sample
+from tests.analytics.sample_events import WINDOW_START, load_sample
 
 CIRCUITS = {
     "primary": {"state": "open", "failure_rate": 0.8},
