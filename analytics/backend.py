@@ -14,7 +14,9 @@ fully (`<database>.<table>`), see `AnalyticsBackend.database`.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -24,7 +26,12 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from analytics.config import AnalyticsConfig
-from analytics.errors import AnalyticsError, AnalyticsUnavailable, RowsRejected
+from analytics.errors import (
+    AnalyticsError,
+    AnalyticsUnavailable,
+    ChdbDirectoryHeld,
+    RowsRejected,
+)
 
 # Settings both backends run with, so JSON output and DateTime parsing agree:
 # a ClickHouse server quotes UInt64 in JSON by default and parses only the
@@ -152,6 +159,10 @@ class ChdbBackend:
         self.database = database
         self.path = path
         self._lock = threading.Lock()
+        if chdb_directory_is_held(path):
+            raise ChdbDirectoryHeld(
+                f"cannot open chDB at {path}: another process (a running worker?) holds it"
+            )
         try:
             self._session: Any = chdb.session.Session(path)
             for name, value in SESSION_SETTINGS.items():
@@ -206,6 +217,25 @@ class ChdbBackend:
                 raise error_from_clickhouse(str(exc), f"chDB: {_first_line(sql)}") from exc
         body: bytes = result.bytes()
         return body
+
+
+def chdb_directory_is_held(path: str) -> bool:
+    """True when another session holds the directory's lock (ClickHouse's `status`
+    file, flock'ed while a server runs on it).  Asked first, so chDB does not
+    print its own error to stderr before raising."""
+    try:
+        fd = os.open(os.path.join(path, "status"), os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # removed when the last session closed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 class ClickHouseServerBackend:

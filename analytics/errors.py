@@ -2,6 +2,7 @@
 
 AnalyticsError (schemas.errors.FallbackError)   ClickHouse/chDB refused a statement
 ├── AnalyticsUnavailable                       cannot reach the store right now, retryable
+│   └── ChdbDirectoryHeld                      another process (a worker) holds the chDB dir
 ├── RowsRejected                               the store refuses these rows as data (parse/type)
 ├── SqlRefused                                 `fallback sql` refuses a statement (not a read)
 ├── SinkBackpressure                           the sink buffer is full; carries retry_after_s
@@ -21,6 +22,10 @@ class AnalyticsUnavailable(AnalyticsError):
     """The store cannot serve right now (connection refused, memory limit, too many parts)."""
 
     retryable = True
+
+
+class ChdbDirectoryHeld(AnalyticsUnavailable):
+    """Another process holds the chDB directory: ask that process (a worker's pages)."""
 
 
 class RowsRejected(AnalyticsError):

@@ -4,6 +4,10 @@ Every function takes a backend and `since` (None = all time; `minutes_ago(n)`
 for the last n minutes) and returns small pydantic models.  The SQL is the
 same on chDB and a ClickHouse server.
 
+Filters (keyword `tenant=`, `tier=`; the per-minute series take `tier=` only,
+their views keep no tenant): on verdicts, `tier` keeps that tier's attempts; on
+responses, it keeps the requests that reached the tier (`has(tiers, ...)`).
+
 Duplicates: a verdict or response replayed after a crash is a second row with
 the same key until ReplacingMergeTree merges it away, so every query on the
 raw tables reads them with `FINAL`.  The per-minute views count with
@@ -41,7 +45,9 @@ class TierFallback(Figures):
     `acceptance_rate` = accepted / attempts (skips count as attempts);
     `fallback_rate` = requests that fell through from this tier to a later
     tier / requests that reached it; `exhausted` = requests rejected here with
-    no tier left.
+    no tier left (they ended unavailable here), `exhausted_rate` = exhausted /
+    requests that reached it.  So per tier, of the requests reaching it, the
+    shares served, fallen through and exhausted add up to 100%.
     """
 
     tier: str
@@ -57,6 +63,7 @@ class TierFallback(Figures):
     rejected_cost_usd: float
     acceptance_rate: float | None
     fallback_rate: float | None
+    exhausted_rate: float | None
 
 
 class LatencyQuantiles(Figures):
@@ -172,6 +179,18 @@ def _where(column: str, since: datetime | None, *conditions: str) -> str:
     return "WHERE " + " AND ".join(clauses) if clauses else ""
 
 
+def _scope(tenant: str | None, tier: str | None, *, responses: bool = False) -> list[str]:
+    """WHERE conditions for the tenant and tier filters (see the module docstring)."""
+    conditions = []
+    if tenant is not None:
+        conditions.append(f"tenant = {sql_string(tenant)}")
+    if tier is not None:
+        conditions.append(
+            f"has(tiers, {sql_string(tier)})" if responses else f"tier = {sql_string(tier)}"
+        )
+    return conditions
+
+
 def _ratio(part: float, whole: float) -> float | None:
     return part / whole if whole else None
 
@@ -196,7 +215,11 @@ def _minute_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def tier_fallback_rates(
-    backend: AnalyticsBackend, since: datetime | None = None
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
 ) -> list[TierFallback]:
     """Per tier, in the order requests usually reach them (mean attempt number)."""
     rows = backend.query(
@@ -216,7 +239,7 @@ def tier_fallback_rates(
             sumIf(cost_usd, NOT accepted) AS rejected_spent_usd,
             avg(attempt) AS mean_attempt
         FROM {backend.database}.verdicts FINAL
-        {_where("decided_at", since)}
+        {_where("decided_at", since, *_scope(tenant, tier))}
         GROUP BY tier
         ORDER BY mean_attempt, tier
         """
@@ -236,18 +259,25 @@ def tier_fallback_rates(
             rejected_cost_usd=row["rejected_spent_usd"],
             acceptance_rate=_ratio(row["accepts"], row["attempts"]),
             fallback_rate=_ratio(row["fell_through"], row["requests"]),
+            exhausted_rate=_ratio(row["exhausted"], row["requests"]),
         )
         for row in rows
     ]
 
 
-def tier_latency(backend: AnalyticsBackend, since: datetime | None = None) -> list[TierLatency]:
+def tier_latency(
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
+) -> list[TierLatency]:
     """p50/p95/p99 of model-call latency per tier (called attempts only)."""
     rows = backend.query(
         f"""
         SELECT tier, count() AS calls, quantiles({QUANTILES})(latency_ms) AS latency
         FROM {backend.database}.verdicts FINAL
-        {_where("decided_at", since, "called")}
+        {_where("decided_at", since, "called", *_scope(tenant, tier))}
         GROUP BY tier
         ORDER BY tier
         """
@@ -265,14 +295,21 @@ def tier_latency(backend: AnalyticsBackend, since: datetime | None = None) -> li
 
 
 def end_to_end_latency(
-    backend: AnalyticsBackend, since: datetime | None = None
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
 ) -> LatencyQuantiles:
     """Request latency from the responses, served and unavailable (invalid never ran)."""
+    where = _where(
+        "completed_at", since, "status != 'invalid'", *_scope(tenant, tier, responses=True)
+    )
     rows = backend.query(
         f"""
         SELECT count() AS responses, quantiles({QUANTILES})(latency_ms) AS latency
         FROM {backend.database}.responses FINAL
-        {_where("completed_at", since, "status != 'invalid'")}
+        {where}
         """
     )
     row = rows[0]
@@ -280,8 +317,21 @@ def end_to_end_latency(
     return LatencyQuantiles(count=row["responses"], p50_ms=p50, p95_ms=p95, p99_ms=p99)
 
 
-def sla_compliance(backend: AnalyticsBackend, since: datetime | None = None) -> SlaCompliance:
+def sla_compliance(
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
+) -> SlaCompliance:
     met = "coalesce(within_deadline, latency_ms <= deadline_ms)"
+    where = _where(
+        "completed_at",
+        since,
+        "status != 'invalid'",
+        "deadline_ms IS NOT NULL",
+        *_scope(tenant, tier, responses=True),
+    )
     rows = backend.query(
         f"""
         SELECT
@@ -289,7 +339,7 @@ def sla_compliance(backend: AnalyticsBackend, since: datetime | None = None) -> 
             countIf({met}) AS met_deadline,
             countIf({met} AND status = 'served') AS served_within_deadline
         FROM {backend.database}.responses FINAL
-        {_where("completed_at", since, "status != 'invalid'", "deadline_ms IS NOT NULL")}
+        {where}
         """
     )
     row = rows[0]
@@ -302,7 +352,13 @@ def sla_compliance(backend: AnalyticsBackend, since: datetime | None = None) -> 
     )
 
 
-def cost_summary(backend: AnalyticsBackend, since: datetime | None = None) -> CostSummary:
+def cost_summary(
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
+) -> CostSummary:
     database = backend.database
     spent = backend.query(
         f"""
@@ -311,14 +367,14 @@ def cost_summary(backend: AnalyticsBackend, since: datetime | None = None) -> Co
             countIf(status = 'served') AS served,
             sumIf(cost_usd, status = 'served') AS served_cost_usd
         FROM {database}.responses FINAL
-        {_where("completed_at", since)}
+        {_where("completed_at", since, *_scope(tenant, tier, responses=True))}
         """
     )[0]
     rejected = backend.query(
         f"""
         SELECT sum(cost_usd) AS rejected_cost_usd
         FROM {database}.verdicts FINAL
-        {_where("decided_at", since, "NOT accepted")}
+        {_where("decided_at", since, "NOT accepted", *_scope(tenant, tier))}
         """
     )[0]
     return CostSummary(
@@ -330,7 +386,13 @@ def cost_summary(backend: AnalyticsBackend, since: datetime | None = None) -> Co
     )
 
 
-def outcome_counts(backend: AnalyticsBackend, since: datetime | None = None) -> OutcomeCounts:
+def outcome_counts(
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
+) -> OutcomeCounts:
     row = backend.query(
         f"""
         SELECT
@@ -339,7 +401,7 @@ def outcome_counts(backend: AnalyticsBackend, since: datetime | None = None) -> 
             countIf(status = 'unavailable') AS unavailable,
             countIf(status = 'invalid') AS invalid
         FROM {backend.database}.responses FINAL
-        {_where("completed_at", since)}
+        {_where("completed_at", since, *_scope(tenant, tier, responses=True))}
         """
     )[0]
     return OutcomeCounts(**row)
@@ -349,7 +411,12 @@ def outcome_counts(backend: AnalyticsBackend, since: datetime | None = None) -> 
 
 
 def rejections_by_trigger(
-    backend: AnalyticsBackend, since: datetime | None = None, limit: int | None = None
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    limit: int | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
 ) -> list[TriggerRejections]:
     """Rejections per trigger, most frequent first; `limit` keeps the top ones."""
     rows = backend.query(
@@ -362,7 +429,7 @@ def rejections_by_trigger(
             countIf(next_tier IS NOT NULL AND next_tier != tier) AS fell_through,
             sum(cost_usd) AS spent_usd
         FROM {backend.database}.verdicts FINAL
-        {_where("decided_at", since, "NOT accepted", "trigger IS NOT NULL")}
+        {_where("decided_at", since, "NOT accepted", "trigger IS NOT NULL", *_scope(tenant, tier))}
         GROUP BY trigger
         ORDER BY rejections DESC, trigger
         """
@@ -384,15 +451,27 @@ def rejections_by_trigger(
 
 
 def top_rejection_triggers(
-    backend: AnalyticsBackend, since: datetime | None = None, limit: int = 5
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    limit: int = 5,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
 ) -> list[TriggerRejections]:
-    return rejections_by_trigger(backend, since, limit)
+    return rejections_by_trigger(backend, since, limit, tenant=tenant, tier=tier)
 
 
 def rejections_by_fallback_type(
-    backend: AnalyticsBackend, since: datetime | None = None
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
 ) -> list[FallbackTypeRejections]:
     """Rejections per kind of fallback (reliability, quality, cost, latency, policy)."""
+    where = _where(
+        "decided_at", since, "NOT accepted", "fallback_type IS NOT NULL", *_scope(tenant, tier)
+    )
     rows = backend.query(
         f"""
         SELECT
@@ -402,7 +481,7 @@ def rejections_by_fallback_type(
             countIf(next_tier IS NOT NULL AND next_tier != tier) AS fell_through,
             sum(cost_usd) AS spent_usd
         FROM {backend.database}.verdicts FINAL
-        {_where("decided_at", since, "NOT accepted", "fallback_type IS NOT NULL")}
+        {where}
         GROUP BY fallback_type
         ORDER BY rejections DESC, fallback_type
         """
@@ -451,7 +530,11 @@ def tier_minutes(
 
 
 def outcome_minutes(
-    backend: AnalyticsBackend, since: datetime | None = None
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
 ) -> list[OutcomeMinute]:
     """Per-minute, per-status series from the `responses_per_minute` view."""
     rows = backend.query(

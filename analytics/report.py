@@ -49,6 +49,7 @@ class TierReport(BaseModel):
     exhausted: int
     acceptance_rate: float | None
     fallback_rate: float | None
+    exhausted_rate: float | None = None
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
@@ -62,6 +63,8 @@ class Report(BaseModel):
 
     generated_at: datetime
     since: datetime | None
+    tenant: str | None = None
+    tier: str | None = None
     tiers: list[TierReport]
     outcomes: OutcomeCounts
     cost: CostSummary
@@ -75,15 +78,21 @@ def build_report(
     backend: AnalyticsBackend,
     since: datetime | None = None,
     circuits: dict[str, dict[str, Any]] | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
 ) -> Report:
-    """All figures since `since`; `circuits` (tier -> breaker snapshot) is shown per tier.
+    """All figures since `since`, for one `tenant` and/or `tier` when given (see
+    analytics/queries.py for what the tier filter keeps); `circuits` (tier ->
+    breaker snapshot) is shown per tier.
 
     Tiers named in `circuits` but without traffic in the window still get a row.
     """
-    circuits = circuits or {}
-    latency_of = {latency.tier: latency for latency in tier_latency(backend, since)}
+    scope: dict[str, Any] = {"tenant": tenant, "tier": tier}
+    circuits = {name: state for name, state in (circuits or {}).items() if tier in (None, name)}
+    latency_of = {latency.tier: latency for latency in tier_latency(backend, since, **scope)}
     tiers = []
-    for fallback in tier_fallback_rates(backend, since):
+    for fallback in tier_fallback_rates(backend, since, **scope):
         latency = latency_of.get(fallback.tier)
         tiers.append(
             TierReport(
@@ -101,13 +110,15 @@ def build_report(
     return Report(
         generated_at=datetime.now(UTC),
         since=since,
+        tenant=tenant,
+        tier=tier,
         tiers=tiers,
-        outcomes=outcome_counts(backend, since),
-        cost=cost_summary(backend, since),
-        sla=sla_compliance(backend, since),
-        latency=end_to_end_latency(backend, since),
-        top_triggers=top_rejection_triggers(backend, since, TOP_TRIGGERS),
-        fallback_by_type=rejections_by_fallback_type(backend, since),
+        outcomes=outcome_counts(backend, since, **scope),
+        cost=cost_summary(backend, since, **scope),
+        sla=sla_compliance(backend, since, **scope),
+        latency=end_to_end_latency(backend, since, **scope),
+        top_triggers=top_rejection_triggers(backend, since, TOP_TRIGGERS, **scope),
+        fallback_by_type=rejections_by_fallback_type(backend, since, **scope),
     )
 
 
@@ -124,6 +135,7 @@ def _idle_tier(name: str, circuit: dict[str, Any]) -> TierReport:
         exhausted=0,
         acceptance_rate=None,
         fallback_rate=None,
+        exhausted_rate=None,
         p50_ms=None,
         p95_ms=None,
         p99_ms=None,
@@ -154,12 +166,25 @@ def _circuit_state(circuit: dict[str, Any] | None) -> str:
     return str(circuit.get("state", "?"))
 
 
-def render_report(report: Report, console: Console) -> None:
-    window = f"since {report.since:%Y-%m-%d %H:%M:%S} UTC" if report.since else "all time"
-    console.print(f"[bold]Model fallback report[/bold] ({window})")
+def _scope_line(report: Report) -> str:
+    parts = [f"since {report.since:%Y-%m-%d %H:%M:%S} UTC" if report.since else "all time"]
+    if report.tenant is not None:
+        parts.append(f"tenant {report.tenant}")
+    if report.tier is not None:
+        parts.append(f"requests that reached tier {report.tier}")
+    return ", ".join(parts)
 
-    tiers = Table(title="Tiers")
-    for column in ("tier", "attempts", "accepted", "acceptance", "fallback", "skipped"):
+
+def render_report(report: Report, console: Console) -> None:
+    console.print(f"[bold]Model fallback report[/bold] ({_scope_line(report)})")
+
+    tiers = Table(
+        title="Tiers",
+        caption="of the requests reaching a tier: fallback = went on to a later tier, "
+        "exhausted = ended unavailable there",
+    )
+    columns = ("tier", "attempts", "accepted", "acceptance", "fallback", "exhausted", "skipped")
+    for column in columns:
         tiers.add_column(column, justify="left" if column == "tier" else "right")
     for column in ("p50 ms", "p95 ms", "p99 ms", "cost", "circuit"):
         tiers.add_column(column, justify="right")
@@ -170,6 +195,7 @@ def render_report(report: Report, console: Console) -> None:
             str(tier.accepted),
             _percent(tier.acceptance_rate),
             _percent(tier.fallback_rate),
+            _percent(tier.exhausted_rate),
             str(tier.skipped),
             _ms(tier.p50_ms),
             _ms(tier.p95_ms),

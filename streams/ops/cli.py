@@ -161,12 +161,19 @@ def send(
         console.print_json(json.dumps(result))
 
 
+TenantOption = Annotated[str | None, typer.Option(help="only this tenant's requests")]
+TierOption = Annotated[
+    str | None, typer.Option(help="only this tier (its attempts; the requests that reached it)")
+]
+UrlOption = Annotated[str, typer.Option(help="a running worker's web address")]
+
+
 @cli.command()
 def report(
-    url: Annotated[
-        str, typer.Option(help="a running worker's web address")
-    ] = "http://127.0.0.1:6066",
+    url: UrlOption = "http://127.0.0.1:6066",
     since_minutes: Annotated[float | None, typer.Option(help="only the last N minutes")] = None,
+    tenant: TenantOption = None,
+    tier: TierOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
     config: Annotated[
         Path | None,
@@ -177,18 +184,19 @@ def report(
     from analytics.report import Report, build_report, render_report
 
     if config is not None:
-        from analytics.backend import open_backend
-
-        settings = load(config, None)
-        backend = open_backend(settings.analytics)
+        backend = open_store(load(config, None))
         try:
-            built = build_report(backend, since=_since(since_minutes))
+            built = build_report(backend, since=_since(since_minutes), tenant=tenant, tier=tier)
         finally:
             backend.close()
     else:
-        params = {"since_minutes": since_minutes} if since_minutes else {}
+        params: dict[str, Any] = {"since_minutes": since_minutes, "tenant": tenant, "tier": tier}
         try:
-            response = httpx.get(f"{url}/report/", params=params, timeout=60.0)
+            response = httpx.get(
+                f"{url}/report/",
+                params={key: value for key, value in params.items() if value is not None},
+                timeout=60.0,
+            )
             response.raise_for_status()
         except httpx.HTTPError as exc:
             err_console.print(f"[red]cannot get the report from {url}:[/red] {exc}")
@@ -198,6 +206,32 @@ def report(
         console.print_json(built.model_dump_json())
     else:
         render_report(built, console)
+
+
+def open_store(settings: FallbackConfig) -> Any:
+    """The configured analytics backend, or a one-line error (exit 1) when it cannot open.
+
+    A chDB directory is held by the one process that opened it: while a worker
+    runs, ask it over HTTP (`--url`) instead."""
+    from analytics.backend import open_backend
+    from analytics.errors import AnalyticsError, ChdbDirectoryHeld
+
+    analytics = settings.analytics
+    try:
+        return open_backend(analytics)
+    except ChdbDirectoryHeld:
+        worker = f"http://{settings.worker.web_host}:{settings.worker.web_port}"
+        err_console.print(
+            f"[red]the chDB directory {analytics.chdb_path} is held by a running worker[/red]: "
+            f"ask the worker instead, with --url {worker}"
+        )
+        raise typer.Exit(1) from None
+    except AnalyticsError as exc:
+        if analytics.backend == "chdb":
+            err_console.print(f"[red]cannot open chDB at {analytics.chdb_path}:[/red] {exc}")
+        else:
+            err_console.print(f"[red]cannot reach ClickHouse at {analytics.url}:[/red] {exc}")
+        raise typer.Exit(1) from None
 
 
 def _since(minutes: float | None) -> Any:

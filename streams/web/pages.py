@@ -7,7 +7,7 @@ of opening the database itself.
     GET /health/    readiness: partitions assigned, records in flight per stage
     GET /circuits/  each tier's circuit state
     GET /metrics/   counters
-    GET /report/?since_minutes=N   the analytics report (JSON)
+    GET /report/?since_minutes=N&tenant=T&tier=X   the analytics report (JSON)
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
         if pipeline.sink is None:
             return web.json({"error": "analytics.enabled is false"}, status=404)
         minutes = request.query.get("since_minutes")
+        tenant = request.query.get("tenant") or None
+        tier = request.query.get("tier") or None
         since = None
         if minutes:
             try:
@@ -91,6 +93,8 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
             await asyncio.wait_for(pipeline.sink.flush(), REPORT_FLUSH_S)
         states = circuit_states(pipeline)
         result = await pipeline.sink.run(
-            lambda backend: build_report(backend, since=since, circuits=states)
+            lambda backend: build_report(
+                backend, since=since, circuits=states, tenant=tenant, tier=tier
+            )
         )
         return web.json(result.model_dump(mode="json"))

@@ -20,6 +20,7 @@ from analytics.queries import (
     tier_minutes,
     top_rejection_triggers,
 )
+from analytics.rows import verdict_row
 from tests.analytics.sample_events import START, WINDOW_START, load_sample, sample_verdicts
 
 
@@ -214,3 +215,42 @@ def test_empty_window_has_no_rates(backend: ChdbBackend) -> None:
     assert cost_summary(backend).cost_per_served_request_usd is None
     assert end_to_end_latency(backend).p50_ms is None
     assert rejections_by_trigger(backend) == []
+
+
+def test_exhausted_is_the_share_that_ended_unavailable_at_the_tier(loaded: ChdbBackend) -> None:
+    tiers = {t.tier: t for t in tier_fallback_rates(loaded, WINDOW_START)}
+    # backup: r2, r3, r4, r6 reached it; r4 ended there (over_budget, no tier left)
+    assert tiers["backup"].exhausted_rate == pytest.approx(0.25)
+    assert tiers["primary"].exhausted_rate == 0.0
+    served = {"primary": 1, "backup": 2, "local": 1}  # r1; r2, r6; r3
+    for tier in tiers.values():  # served + fell through + exhausted = every request
+        shares = served[tier.tier] / tier.requests
+        shares += (tier.fallback_rate or 0) + (tier.exhausted_rate or 0)
+        assert shares == pytest.approx(1.0)
+
+
+def test_tenant_and_tier_filters(loaded: ChdbBackend) -> None:
+    other = sample_verdicts()[0].model_copy(update={"tenant": "other", "request_id": "x1"})
+    loaded.insert_rows("verdicts", [verdict_row(other)])
+    assert [(t.tier, t.attempts) for t in tier_fallback_rates(loaded, tenant="other")] == [
+        ("primary", 1)
+    ]
+    acme = {t.tier: t.attempts for t in tier_fallback_rates(loaded, WINDOW_START, tenant="acme")}
+    assert acme["primary"] == 5
+    assert tier_fallback_rates(loaded, WINDOW_START, tenant="nobody") == []
+    assert outcome_counts(loaded, WINDOW_START, tenant="acme").requests == 6
+    assert outcome_counts(loaded, WINDOW_START, tenant="nobody").requests == 0
+
+    # tier: that tier's attempts, and the requests that reached it
+    assert [t.tier for t in tier_fallback_rates(loaded, WINDOW_START, tier="backup")] == ["backup"]
+    reached_local = outcome_counts(loaded, WINDOW_START, tier="local")  # r3 only
+    assert (reached_local.requests, reached_local.served) == (1, 1)
+    assert cost_summary(loaded, WINDOW_START, tier="local").total_cost_usd == pytest.approx(0.012)
+    assert [t.trigger for t in rejections_by_trigger(loaded, WINDOW_START, tier="backup")] == [
+        "over_budget",
+        "unsafe",
+    ]
+    assert sla_compliance(loaded, WINDOW_START, tier="backup").with_deadline == 2  # r2, r3
+    assert end_to_end_latency(loaded, WINDOW_START, tier="local").count == 1
+    assert [t.tier for t in tier_latency(loaded, WINDOW_START, tier="local")] == ["local"]
+    assert rejections_by_fallback_type(loaded, WINDOW_START, tier="local") == []
