@@ -27,7 +27,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from analytics.backend import AnalyticsBackend
 from analytics.rows import clickhouse_datetime
@@ -129,6 +129,50 @@ class FallbackTypeRejections(Figures):
     fell_through: int
     cost_usd: float
     share: float
+
+
+class PrimaryFailure(Figures):
+    """Requests the primary alone would not have served, by the primary's last verdict.
+
+    `trigger` is that verdict's trigger; `not_routed` when the primary has no
+    verdict for the request (the router sent it elsewhere, e.g. a restricted tier).
+    `called` is False for skips (circuit open, policy, budget): nothing was spent."""
+
+    trigger: str
+    fallback_type: str | None
+    called: bool
+    requests: int
+
+
+class Counterfactual(Figures):
+    """The same workload had every request gone to the primary tier only (no fallback).
+
+    Read from the primary's own verdicts for the requests answered in the window
+    (invalid ones never ran): a request the primary accepted would have been
+    served as it was; any other would have failed.  That includes the requests
+    that never reached the primary: skipped because its circuit was open (it was
+    failing: without fallback they fail at once), or by policy or budget (the
+    primary may not serve them at all), or routed elsewhere.  They cost nothing.
+    `primary_only_cost_usd` sums the primary's attempts (its own retries
+    included); `actual_cost_usd` sums what the responses spent.
+    """
+
+    primary: str
+    requests: int
+    actual_served: int
+    actual_cost_usd: float
+    primary_served: int
+    would_fail: int
+    rejected_by_primary: int
+    never_reached_primary: int
+    primary_only_cost_usd: float
+    failures: list[PrimaryFailure]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def extra_cost_usd(self) -> float:
+        """What fallback cost on top of the primary alone (negative: it saved money)."""
+        return self.actual_cost_usd - self.primary_only_cost_usd
 
 
 class TierMinute(Figures):
@@ -498,6 +542,121 @@ def rejections_by_fallback_type(
         )
         for row in rows
     ]
+
+
+# -------------------------------------------------------- counterfactual ----
+
+
+def primary_tier(backend: AnalyticsBackend, since: datetime | None = None) -> str | None:
+    """The tier most requests try first, when the caller does not say (config.tiers[0])."""
+    rows = backend.query(
+        f"""
+        SELECT tier, count() AS firsts
+        FROM {backend.database}.verdicts FINAL
+        {_where("decided_at", since, "attempt = 1")}
+        GROUP BY tier
+        ORDER BY firsts DESC, tier
+        LIMIT 1
+        """
+    )
+    return str(rows[0]["tier"]) if rows else None
+
+
+def _per_request_primary_sql(
+    backend: AnalyticsBackend, primary: str, since: datetime | None, tenant: str | None
+) -> str:
+    """One row per answered request in the window, with the primary's verdicts folded."""
+    database = backend.database
+    answered = _where("completed_at", since, "status != 'invalid'", *_scope(tenant, None))
+    return f"""
+        SELECT
+            r.request_id AS request_id,
+            r.status AS status,
+            r.cost_usd AS response_cost_usd,
+            p.request_id != '' AS has_primary_verdict,
+            p.accepted_any AS primary_accepted,
+            p.called_any AS primary_called,
+            p.spent_usd AS primary_cost_usd,
+            p.last_trigger AS primary_trigger,
+            p.last_type AS primary_type
+        FROM (
+            SELECT request_id, status, cost_usd FROM {database}.responses FINAL {answered}
+        ) AS r
+        LEFT JOIN (
+            SELECT
+                request_id,
+                max(accepted) AS accepted_any,
+                max(called) AS called_any,
+                sum(cost_usd) AS spent_usd,
+                argMax(trigger, attempt) AS last_trigger,
+                argMax(fallback_type, attempt) AS last_type
+            FROM {database}.verdicts FINAL
+            WHERE tier = {sql_string(primary)}
+                AND request_id IN (SELECT request_id FROM {database}.responses FINAL {answered})
+            GROUP BY request_id
+        ) AS p ON p.request_id = r.request_id
+    """
+
+
+def counterfactual(
+    backend: AnalyticsBackend,
+    since: datetime | None = None,
+    *,
+    primary: str | None = None,
+    tenant: str | None = None,
+) -> Counterfactual | None:
+    """Spend and failures with the primary tier alone; None when nothing ran."""
+    primary = primary or primary_tier(backend, since)
+    if primary is None:
+        return None
+    per_request = _per_request_primary_sql(backend, primary, since, tenant)
+    totals = backend.query(
+        f"""
+        SELECT
+            count() AS requests,
+            countIf(status = 'served') AS actual_served,
+            sum(response_cost_usd) AS actual_cost_usd,
+            countIf(primary_accepted) AS primary_served,
+            countIf(primary_called AND NOT primary_accepted) AS rejected_by_primary,
+            countIf(NOT primary_called) AS never_reached_primary,
+            sum(primary_cost_usd) AS primary_only_cost_usd
+        FROM ({per_request})
+        """
+    )[0]
+    failures = backend.query(
+        f"""
+        SELECT
+            if(has_primary_verdict, ifNull(primary_trigger, 'unknown'), 'not_routed')
+                AS reason,
+            any(if(has_primary_verdict, primary_type, NULL)) AS reason_type,
+            any(primary_called) AS reason_called,
+            count() AS failed
+        FROM ({per_request})
+        WHERE NOT primary_accepted
+        GROUP BY reason
+        ORDER BY failed DESC, reason
+        """
+    )
+    return Counterfactual(
+        primary=primary,
+        requests=totals["requests"],
+        actual_served=totals["actual_served"],
+        actual_cost_usd=totals["actual_cost_usd"],
+        primary_served=totals["primary_served"],
+        would_fail=totals["requests"] - totals["primary_served"],
+        rejected_by_primary=totals["rejected_by_primary"],
+        never_reached_primary=totals["never_reached_primary"],
+        primary_only_cost_usd=totals["primary_only_cost_usd"],
+        failures=[
+            PrimaryFailure(
+                trigger=row["reason"],
+                fallback_type=row["reason_type"],
+                called=bool(row["reason_called"]),
+                requests=row["failed"],
+            )
+            for row in failures
+        ],
+    )
 
 
 # ----------------------------------------------------------- per minute ----

@@ -17,12 +17,14 @@ from rich.table import Table
 from analytics.backend import AnalyticsBackend
 from analytics.queries import (
     CostSummary,
+    Counterfactual,
     FallbackTypeRejections,
     LatencyQuantiles,
     OutcomeCounts,
     SlaCompliance,
     TriggerRejections,
     cost_summary,
+    counterfactual,
     end_to_end_latency,
     outcome_counts,
     rejections_by_fallback_type,
@@ -72,6 +74,8 @@ class Report(BaseModel):
     latency: LatencyQuantiles
     top_triggers: list[TriggerRejections]
     fallback_by_type: list[FallbackTypeRejections]
+    #: the primary tier alone on the same requests (not computed with a tier filter)
+    counterfactual: Counterfactual | None = None
 
 
 def build_report(
@@ -81,10 +85,12 @@ def build_report(
     *,
     tenant: str | None = None,
     tier: str | None = None,
+    primary: str | None = None,
 ) -> Report:
     """All figures since `since`, for one `tenant` and/or `tier` when given (see
     analytics/queries.py for what the tier filter keeps); `circuits` (tier ->
-    breaker snapshot) is shown per tier.
+    breaker snapshot) is shown per tier; `primary` names the first tier for the
+    counterfactual (default: the tier most requests try first).
 
     Tiers named in `circuits` but without traffic in the window still get a row.
     """
@@ -119,6 +125,10 @@ def build_report(
         latency=end_to_end_latency(backend, since, **scope),
         top_triggers=top_rejection_triggers(backend, since, TOP_TRIGGERS, **scope),
         fallback_by_type=rejections_by_fallback_type(backend, since, **scope),
+        # Per tier it would mean nothing: the counterfactual is about every request.
+        counterfactual=None
+        if tier is not None
+        else counterfactual(backend, since, primary=primary, tenant=tenant),
     )
 
 
@@ -253,3 +263,41 @@ def render_report(report: Report, console: Console) -> None:
             _usd(row.cost_usd),
         )
     console.print(by_type)
+
+    if report.counterfactual is not None:
+        render_counterfactual(report.counterfactual, report.cost, console)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} ({_percent(part / whole if whole else None)})"
+
+
+def render_counterfactual(without: Counterfactual, cost: CostSummary, console: Console) -> None:
+    """Real figures next to the primary tier alone on the same requests."""
+    table = Table(
+        title=f"Without fallback: every request to {without.primary} only",
+        caption="requests that never reached the primary (circuit open, policy, budget, "
+        "routed elsewhere) count as failed, at no cost",
+    )
+    table.add_column("figure")
+    table.add_column("with fallback", justify="right")
+    table.add_column(f"{without.primary} only", justify="right")
+    table.add_row(
+        "served",
+        _share(without.actual_served, without.requests),
+        _share(without.primary_served, without.requests),
+    )
+    table.add_row(
+        "failed",
+        _share(without.requests - without.actual_served, without.requests),
+        _share(without.would_fail, without.requests),
+    )
+    table.add_row("  rejected by the primary", "-", str(without.rejected_by_primary))
+    table.add_row("  never reached the primary", "-", str(without.never_reached_primary))
+    for failure in without.failures:
+        kind = failure.fallback_type or "-"
+        table.add_row(f"  because: {failure.trigger} ({kind})", "-", str(failure.requests))
+    table.add_row("spend", _usd(without.actual_cost_usd), _usd(without.primary_only_cost_usd))
+    table.add_row("  on rejected attempts", _usd(cost.rejected_attempts_cost_usd), "-")
+    table.add_row("cost of fallback", _usd(without.extra_cost_usd), "-")
+    console.print(table)

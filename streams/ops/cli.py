@@ -184,9 +184,16 @@ def report(
     from analytics.report import Report, build_report, render_report
 
     if config is not None:
-        backend = open_store(load(config, None))
+        settings = load(config, None)
+        backend = open_store(settings)
         try:
-            built = build_report(backend, since=_since(since_minutes), tenant=tenant, tier=tier)
+            built = build_report(
+                backend,
+                since=_since(since_minutes),
+                tenant=tenant,
+                tier=tier,
+                primary=settings.tiers[0].name,
+            )
         finally:
             backend.close()
     else:

@@ -94,7 +94,12 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
         states = circuit_states(pipeline)
         result = await pipeline.sink.run(
             lambda backend: build_report(
-                backend, since=since, circuits=states, tenant=tenant, tier=tier
+                backend,
+                since=since,
+                circuits=states,
+                tenant=tenant,
+                tier=tier,
+                primary=pipeline.config.tiers[0].name,
             )
         )
         return web.json(result.model_dump(mode="json"))

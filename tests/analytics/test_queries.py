@@ -9,9 +9,11 @@ import pytest
 from analytics.backend import ChdbBackend
 from analytics.queries import (
     cost_summary,
+    counterfactual,
     end_to_end_latency,
     outcome_counts,
     outcome_minutes,
+    primary_tier,
     rejections_by_fallback_type,
     rejections_by_trigger,
     sla_compliance,
@@ -20,8 +22,15 @@ from analytics.queries import (
     tier_minutes,
     top_rejection_triggers,
 )
-from analytics.rows import verdict_row
-from tests.analytics.sample_events import START, WINDOW_START, load_sample, sample_verdicts
+from analytics.rows import response_row, verdict_row
+from tests.analytics.sample_events import (
+    START,
+    WINDOW_START,
+    load_sample,
+    response,
+    sample_verdicts,
+    verdict,
+)
 
 
 @pytest.fixture
@@ -254,3 +263,34 @@ def test_tenant_and_tier_filters(loaded: ChdbBackend) -> None:
     assert end_to_end_latency(loaded, WINDOW_START, tier="local").count == 1
     assert [t.tier for t in tier_latency(loaded, WINDOW_START, tier="local")] == ["local"]
     assert rejections_by_fallback_type(loaded, WINDOW_START, tier="local") == []
+
+
+def test_counterfactual_primary_alone(loaded: ChdbBackend) -> None:
+    """r1 primary ok; r2, r6 primary timeout; r3 primary low_confidence; r4 primary's
+    circuit open (never reached it); r5 invalid (not counted)."""
+    assert primary_tier(loaded, WINDOW_START) == "primary"
+    without = counterfactual(loaded, WINDOW_START)
+    assert without is not None
+    assert (without.requests, without.actual_served) == (5, 4)
+    assert (without.primary_served, without.would_fail) == (1, 4)
+    assert (without.rejected_by_primary, without.never_reached_primary) == (3, 1)
+    assert without.primary_only_cost_usd == pytest.approx(0.02)  # r1 0.01 + r3 0.01
+    assert without.actual_cost_usd == pytest.approx(0.026)
+    assert without.extra_cost_usd == pytest.approx(0.006)
+    assert [(f.trigger, f.fallback_type, f.called, f.requests) for f in without.failures] == [
+        ("timeout", "reliability", True, 2),
+        ("circuit_open", "reliability", False, 1),
+        ("low_confidence", "quality", True, 1),
+    ]
+    # a request the router sent past the primary (no primary verdict) fails without it
+    routed_past = verdict("r7", 1, "local", accepted=True, latency_ms=10, cost_usd=0.0)
+    loaded.insert_rows("verdicts", [verdict_row(routed_past)])
+    served = response("r7", "served", served_by="local", latency_ms=10, cost_usd=0.0)
+    loaded.insert_rows("responses", [response_row(served)])
+    later = counterfactual(loaded, WINDOW_START, primary="primary")
+    assert later is not None and later.would_fail == 5
+    assert ("not_routed", None, False, 1) in [
+        (f.trigger, f.fallback_type, f.called, f.requests) for f in later.failures
+    ]
+    nobody = counterfactual(loaded, WINDOW_START, tenant="nobody")
+    assert nobody is not None and nobody.requests == 0

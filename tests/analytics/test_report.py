@@ -49,6 +49,12 @@ def test_report_renders_tiers_and_figures(backend: ChdbBackend) -> None:
         "timeout",
         "reliability",
         "since 2026-03-01 09:00:00 UTC",
+        "Without fallback: every request to primary only",
+        "4 (80.0%)",  # served with fallback, of 5 answered
+        "1 (20.0%)",  # the primary alone: r1
+        "circuit_open (reliability)",  # r4 never reached the primary
+        "$0.0200",  # the primary alone's spend
+        "$0.0060",  # what fallback cost on top
     ]:
         assert expected in text, expected
 
