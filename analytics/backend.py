@@ -20,6 +20,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
@@ -126,6 +127,26 @@ def parse_json_each_row(body: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.splitlines() if line.strip()]
 
 
+@dataclass(frozen=True)
+class Table:
+    """A query's answer with its columns: names, ClickHouse types, rows as lists."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+
+#: one line of names, one of types, then one JSON array per row
+TABLE_FORMAT = "JSONCompactEachRowWithNamesAndTypes"
+
+
+def parse_table(body: bytes) -> Table:
+    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return Table(columns=[], types=[], rows=[])
+    return Table(columns=lines[0], types=lines[1], rows=lines[2:])
+
+
 @runtime_checkable
 class AnalyticsBackend(Protocol):
     """A blocking ClickHouse connection; `database` qualifies table names in SQL."""
@@ -140,6 +161,9 @@ class AnalyticsBackend(Protocol):
 
     def insert_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Insert rows into `<database>.<table>` in one INSERT."""
+
+    def query_table(self, sql: str, settings: dict[str, int | float | str]) -> Table:
+        """Run a SELECT with these ClickHouse settings; its column names, types and rows."""
 
     def close(self) -> None:
         """Release the connection; further calls fail."""
@@ -196,6 +220,11 @@ class ChdbBackend:
                     session.query(f"{statement} FORMAT JSONEachRow\n{body.decode()}", "CSV")
             except Exception as exc:
                 raise error_from_clickhouse(str(exc), f"chDB: {statement}") from exc
+
+    def query_table(self, sql: str, settings: dict[str, int | float | str]) -> Table:
+        # chDB has no per-request settings: they go in the statement's own clause.
+        clause = ", ".join(f"{name} = {_sql_literal(value)}" for name, value in settings.items())
+        return parse_table(self._run(f"{sql} SETTINGS {clause}" if clause else sql, TABLE_FORMAT))
 
     def close(self) -> None:
         with self._lock:
@@ -286,6 +315,14 @@ class ClickHouseServerBackend:
             f"INSERT INTO {target}",
         )
 
+    def query_table(self, sql: str, settings: dict[str, int | float | str]) -> Table:
+        # URL settings, checked against the user's profile before any applies: a
+        # SETTINGS clause after readonly=1 would be refused ("readonly mode").
+        body = self._call(
+            lambda: self._client.raw_query(sql, settings=dict(settings), fmt=TABLE_FORMAT), sql
+        )
+        return parse_table(body)
+
     def close(self) -> None:
         self._client.close()
 
@@ -322,8 +359,10 @@ def open_backend(config: AnalyticsConfig) -> AnalyticsBackend:
     )
 
 
-def _sql_literal(value: int | str) -> str:
-    return str(value) if isinstance(value, int) else "'" + value.replace("'", "\\'") + "'"
+def _sql_literal(value: int | float | str) -> str:
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _first_line(sql: str) -> str:

@@ -241,6 +241,68 @@ def open_store(settings: FallbackConfig) -> Any:
         raise typer.Exit(1) from None
 
 
+@cli.command()
+def sql(
+    query: Annotated[str, typer.Argument(help='one SELECT, e.g. "SELECT count() FROM ..."')],
+    url: UrlOption = "http://127.0.0.1:6066",
+    config: Annotated[
+        Path | None,
+        typer.Option(help="query ClickHouse/chDB directly (no worker running) with this config"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV")] = False,
+    max_rows: Annotated[int | None, typer.Option(help="at most this many rows")] = None,
+    token_env: Annotated[
+        str, typer.Option(help="environment variable holding the worker's /sql/ token")
+    ] = "FALLBACK_SQL_TOKEN",
+) -> None:
+    """Read-only SQL against the analytics store; writes and DDL are refused."""
+    import os
+
+    from analytics.errors import AnalyticsError, SqlRefused
+    from analytics.read_only_sql import SqlResult, render_sql_table, run_read_only, sql_result_csv
+
+    if config is not None:
+        settings = load(config, None)
+        backend = open_store(settings)
+        limits = settings.analytics.sql
+        try:
+            result = run_read_only(
+                backend, query, max_rows=max_rows or limits.max_rows, timeout_s=limits.timeout_s
+            )
+        except SqlRefused as exc:
+            err_console.print(f"[red]refused:[/red] {exc}")
+            raise typer.Exit(2) from None
+        except AnalyticsError as exc:
+            err_console.print(f"[red]query failed:[/red] {exc}")
+            raise typer.Exit(1) from None
+        finally:
+            backend.close()
+    else:
+        token = os.environ.get(token_env)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body: dict[str, Any] = {"sql": query, "max_rows": max_rows}
+        try:
+            response = httpx.post(f"{url}/sql/", json=body, headers=headers, timeout=330.0)
+        except httpx.HTTPError as exc:
+            err_console.print(f"[red]cannot reach the worker at {url}:[/red] {exc}")
+            raise typer.Exit(1) from None
+        if response.status_code != 200:
+            try:
+                error = response.json().get("error", response.text)
+            except ValueError:
+                error = response.text
+            err_console.print(f"[red]{url}/sql/ answered {response.status_code}:[/red] {error}")
+            raise typer.Exit(2 if response.status_code == 400 else 1)
+        result = SqlResult.model_validate(response.json())
+    if as_json:
+        console.print_json(result.model_dump_json())
+    elif as_csv:
+        sys.stdout.write(sql_result_csv(result))
+    else:
+        render_sql_table(result, console)
+
+
 def _since(minutes: float | None) -> Any:
     from datetime import UTC, datetime, timedelta
 

@@ -8,6 +8,7 @@ of opening the database itself.
     GET /circuits/  each tier's circuit state
     GET /metrics/   counters
     GET /report/?since_minutes=N&tenant=T&tier=X   the analytics report (JSON)
+    POST /sql/      read-only SQL on the analytics store, off by default (web/sql.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from faust.web import Request, Response, View
 from analytics.report import build_report
 from streams.kafka.stage_consumer import StageConsumer
 from streams.stages.context import Pipeline
+from streams.web.sql import register_sql_page
 
 #: how long /report/ waits for buffered rows to be written before it queries
 REPORT_FLUSH_S = 2.0
@@ -34,6 +36,8 @@ def circuit_states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
 
 
 def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) -> None:
+    register_sql_page(app, pipeline)
+
     @app.page("/health/")
     async def health(web: View, request: Request) -> Response:
         # Ready = both consumers hold partitions: Faust's (spend topic) and the stages'.

@@ -16,9 +16,9 @@ handler maps the code to, an `X-ClickHouse-Exception-Code` header and a
 
 Only what the project's backend uses is spoken: uncompressed bodies, the
 query's own FORMAT clause (chDB renders Native, JSONEachRow, TabSeparated).
-URL settings other than the database are not applied (the SQL the project
-sends carries its own `SETTINGS readonly=1`); they are recorded, so a test can
-check what the client asked for.
+Of the URL settings, only `readonly` and `max_execution_time` are applied (as
+a SETTINGS clause on the statement, as the server applies them to the
+request); every parameter is recorded, so a test can check what was asked.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ TOO_MANY_PARTS_BODY = (
 )
 _INSERT = re.compile(r"^\s*INSERT\s+INTO\s+([\w.`]+)", re.IGNORECASE)
 _CODE = re.compile(r"Code:\s*(\d+)")
+#: URL settings the fake applies (numbers only, so they go into SQL as they are)
+_APPLIED_SETTINGS = ("readonly", "max_execution_time")
 # exceptionCodeToHTTPStatus.cpp, the codes the project meets; everything else is 500
 _STATUS_OF_CODE = {
     6: 400, 27: 400, 53: 400, 62: 400, 117: 400, 164: 500, 47: 404, 60: 404, 81: 404,
@@ -127,6 +129,9 @@ class FakeClickHouseServer(ThreadedAiohttpServer):
         if fault is ClickHouseFault.TOO_MANY_PARTS and insert:
             self.refused_inserts += 1
             return self._error(500, 252, TOO_MANY_PARTS_BODY.format(table=insert.group(1)))
+        applied = [f"{name} = {params[name]}" for name in _APPLIED_SETTINGS if name in params]
+        if applied and not insert:
+            sql = f"{sql.rstrip()} SETTINGS {', '.join(applied)}"
         try:
             output = self._execute(sql)
         except Exception as exc:  # chDB raises RuntimeError with ClickHouse's text
