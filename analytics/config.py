@@ -60,6 +60,13 @@ class AnalyticsConfig(Strict):
     password_env: str | None = None
     batch_max_rows: int = Field(default=5000, ge=1)
     batch_max_wait_ms: int = Field(default=1000, ge=1)
+    store_output: bool = Field(
+        default=False,
+        description="keep each response's answer text in responses.output (opt-in)",
+    )
+    output_ttl_days: int = Field(
+        default=30, ge=1, le=3650, description="days a stored answer text is kept"
+    )
     sql: SqlEndpointConfig = SqlEndpointConfig()
 
     def password(self) -> SecretStr | None:

@@ -62,7 +62,14 @@ from analytics.backend import AnalyticsBackend, one_line, open_backend
 from analytics.config import AnalyticsConfig
 from analytics.errors import AnalyticsError, RowsRejected, SinkBackpressure
 from analytics.migrate import apply_migrations
-from analytics.rows import RESPONSES_TABLE, VERDICTS_TABLE, response_row, verdict_row
+from analytics.rows import (
+    METADATA_ONLY,
+    RESPONSES_TABLE,
+    VERDICTS_TABLE,
+    RowOptions,
+    response_row,
+    verdict_row,
+)
 from schemas.backoff import Backoff, retry_async
 from schemas.events import Response, Verdict
 
@@ -140,6 +147,7 @@ class ClickHouseSink:
         high_water_rows: int | None = None,
         block_when_full: bool = True,
         backoff: Backoff = WRITE_BACKOFF,
+        row_options: RowOptions = METADATA_ONLY,
         executor: ThreadPoolExecutor | None = None,
         owns_executor: bool | None = None,
     ) -> None:
@@ -153,6 +161,7 @@ class ClickHouseSink:
         )
         self.block_when_full = block_when_full
         self.backoff = backoff
+        self.row_options = row_options
         # An executor we create (or are handed to own) is shut down by close().
         self._owns_executor = executor is None if owns_executor is None else owns_executor
         self.executor = executor or ThreadPoolExecutor(
@@ -184,7 +193,7 @@ class ClickHouseSink:
         return await self._add(VERDICTS_TABLE, verdict_row(verdict))
 
     async def add_response(self, response: Response) -> RowReceipt:
-        return await self._add(RESPONSES_TABLE, response_row(response))
+        return await self._add(RESPONSES_TABLE, response_row(response, self.row_options))
 
     async def _add(self, table: str, row: dict[str, Any]) -> RowReceipt:
         self._raise_if_closing()
@@ -477,6 +486,9 @@ async def open_sink(config: AnalyticsConfig) -> ClickHouseSink:
         backend,
         batch_max_rows=config.batch_max_rows,
         batch_max_wait_ms=config.batch_max_wait_ms,
+        row_options=RowOptions(
+            store_output=config.store_output, output_ttl_days=config.output_ttl_days
+        ),
         executor=executor,
         owns_executor=True,
     )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,22 @@ async def test_close_writes_what_is_buffered(tmp_path: Path) -> None:
 
 
 FAST = Backoff(initial_s=0.01, max_s=0.02)
+
+
+async def test_answer_text_is_stored_only_when_configured(tmp_path: Path) -> None:
+    for store_output, expected in ((False, ""), (True, '{"text":"answer to r1"}')):
+        config = AnalyticsConfig(
+            chdb_path=str(tmp_path / f"chdb-{store_output}"),
+            database="texts",
+            store_output=store_output,
+        )
+        async with await open_sink(config) as sink:
+            # completed now: a stored answer older than output_ttl_days is dropped on insert
+            fresh = sample_responses()[0].model_copy(update={"completed_at": datetime.now(UTC)})
+            await sink.add_response(fresh)
+            await sink.flush()
+            rows = await sink.query("SELECT output FROM texts.responses")
+        assert rows == [{"output": expected}]
 
 
 async def test_failed_write_is_retried_until_it_passes(recording: RecordingBackend) -> None:
