@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import Counter
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ class FakeClickHouseServer(ThreadedAiohttpServer):
         self._session: Any = chdb.session.Session(str(chdb_path))
         self._lock = threading.Lock()
         self._inserted: dict[str, list[dict[str, Any]]] = {}
-        self.refused_inserts = 0  # INSERTs answered with a fault
+        self.refused_inserts: Counter[str] = Counter()  # INSERTs answered with a fault, by fault
 
     @property
     def url(self) -> str:
@@ -124,10 +125,10 @@ class FakeClickHouseServer(ThreadedAiohttpServer):
         self.record(request, {"sql": sql.split("\n", 1)[0][:200], "params": params}, fault.value)
         if fault is ClickHouseFault.SERVER_ERROR:
             if insert:
-                self.refused_inserts += 1
+                self.refused_inserts[fault.value] += 1
             return web.Response(status=500, text="Internal Server Error\n")
         if fault is ClickHouseFault.TOO_MANY_PARTS and insert:
-            self.refused_inserts += 1
+            self.refused_inserts[fault.value] += 1
             return self._error(500, 252, TOO_MANY_PARTS_BODY.format(table=insert.group(1)))
         applied = [f"{name} = {params[name]}" for name in _APPLIED_SETTINGS if name in params]
         if applied and not insert:
