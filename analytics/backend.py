@@ -14,17 +14,25 @@ fully (`<database>.<table>`), see `AnalyticsBackend.database`.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
 from analytics.config import AnalyticsConfig
-from analytics.errors import AnalyticsError, AnalyticsUnavailable
+from analytics.errors import (
+    AnalyticsError,
+    AnalyticsUnavailable,
+    ChdbDirectoryHeld,
+    RowsRejected,
+)
 from schemas.errors import ConfigError
 
 # Settings both backends run with, so JSON output and DateTime parsing agree:
@@ -43,22 +51,72 @@ _RETRYABLE_CODES = frozenset(
         202,  # TOO_MANY_SIMULTANEOUS_QUERIES
         209,  # SOCKET_TIMEOUT
         210,  # NETWORK_ERROR
+        236,  # ABORTED
         241,  # MEMORY_LIMIT_EXCEEDED
         242,  # TABLE_IS_READ_ONLY
         243,  # NOT_ENOUGH_SPACE
         252,  # TOO_MANY_PARTS
+        279,  # ALL_CONNECTION_TRIES_FAILED
         425,  # SYSTEM_ERROR
+        439,  # CANNOT_SCHEDULE_TASK
+        745,  # SERVER_OVERLOADED
+        999,  # KEEPER_EXCEPTION
+    }
+)
+# Codes that reject the data itself (ClickHouse answers most of them with HTTP 400,
+# src/Server/HTTP/exceptionCodeToHTTPStatus.cpp): the same rows fail every time.
+_REJECTED_ROWS_CODES = frozenset(
+    {
+        6,  # CANNOT_PARSE_TEXT
+        7,  # INCORRECT_NUMBER_OF_COLUMNS
+        25,  # CANNOT_PARSE_ESCAPE_SEQUENCE
+        26,  # CANNOT_PARSE_QUOTED_STRING
+        27,  # CANNOT_PARSE_INPUT_ASSERTION_FAILED
+        32,  # ATTEMPT_TO_READ_AFTER_EOF
+        33,  # CANNOT_READ_ALL_DATA
+        38,  # CANNOT_PARSE_DATE
+        41,  # CANNOT_PARSE_DATETIME
+        53,  # TYPE_MISMATCH
+        70,  # CANNOT_CONVERT_TYPE
+        72,  # CANNOT_PARSE_NUMBER
+        117,  # INCORRECT_DATA
+        131,  # TOO_LARGE_STRING_SIZE
+        190,  # SIZES_OF_ARRAYS_DONT_MATCH
+        321,  # VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+        349,  # CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+        376,  # CANNOT_PARSE_UUID
+        467,  # CANNOT_PARSE_BOOL
+        469,  # VIOLATED_CONSTRAINT
     }
 )
 _CODE_PATTERN = re.compile(r"Code:\s*(\d+)")
+#: clickhouse-connect's text for an HTTP error that carried no ClickHouse code
+_SERVER_FAILED = re.compile(r"HTTP status 5\d\d")
+#: a server's error text can carry a stack trace; one log line holds this much of it
+MAX_ERROR_CHARS = 400
+#: clickhouse-connect waits 300 s for an answer by default; a hung server must not
+#: hold the sink's executor (and every report query behind it) that long
+CONNECT_TIMEOUT_S = 5
+SEND_RECEIVE_TIMEOUT_S = 60
 
 
-def error_from_clickhouse(message: str, action: str) -> AnalyticsError:
-    """The project's error for a ClickHouse failure message, retryable by error code."""
-    match = _CODE_PATTERN.search(message)
-    code = int(match.group(1)) if match else None
-    error_type = AnalyticsUnavailable if code in _RETRYABLE_CODES else AnalyticsError
-    return error_type(f"{action}: {message.strip()}")
+def one_line(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """An error text on one line, cut at `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def error_from_clickhouse(message: str, action: str, code: int | None = None) -> AnalyticsError:
+    """The project's error for a ClickHouse failure: retryable or rows-rejected by code."""
+    if code is None:
+        match = _CODE_PATTERN.search(message)
+        code = int(match.group(1)) if match else None
+    error_type: type[AnalyticsError] = AnalyticsError
+    if code in _RETRYABLE_CODES:
+        error_type = AnalyticsUnavailable
+    elif code in _REJECTED_ROWS_CODES:
+        error_type = RowsRejected
+    return error_type(one_line(f"{action}: {message.strip()}"))
 
 
 def json_each_row(rows: Iterable[dict[str, Any]]) -> bytes:
@@ -68,6 +126,26 @@ def json_each_row(rows: Iterable[dict[str, Any]]) -> bytes:
 
 def parse_json_each_row(body: bytes) -> list[dict[str, Any]]:
     return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A query's answer with its columns: names, ClickHouse types, rows as lists."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+
+#: one line of names, one of types, then one JSON array per row
+TABLE_FORMAT = "JSONCompactEachRowWithNamesAndTypes"
+
+
+def parse_table(body: bytes) -> Table:
+    lines = [json.loads(line) for line in body.splitlines() if line.strip()]
+    if len(lines) < 2:
+        return Table(columns=[], types=[], rows=[])
+    return Table(columns=lines[0], types=lines[1], rows=lines[2:])
 
 
 @runtime_checkable
@@ -84,6 +162,9 @@ class AnalyticsBackend(Protocol):
 
     def insert_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Insert rows into `<database>.<table>` in one INSERT."""
+
+    def query_table(self, sql: str, settings: dict[str, int | float | str]) -> Table:
+        """Run a SELECT with these ClickHouse settings; its column names, types and rows."""
 
     def close(self) -> None:
         """Release the connection; further calls fail."""
@@ -109,13 +190,17 @@ class ChdbBackend:
         self.database = database
         self.path = path
         self._lock = threading.Lock()
+        if chdb_directory_is_held(path):
+            raise ChdbDirectoryHeld(
+                f"cannot open chDB at {path}: another process (a running worker?) holds it"
+            )
         try:
             self._session: Any = chdb.session.Session(path)
             for name, value in SESSION_SETTINGS.items():
                 self._session.query(f"SET {name} = {_sql_literal(value)}")
             self._session.query(f"CREATE DATABASE IF NOT EXISTS {database}")
         except Exception as exc:
-            raise AnalyticsUnavailable(f"cannot open chDB at {path}: {exc}") from exc
+            raise AnalyticsUnavailable(one_line(f"cannot open chDB at {path}: {exc}")) from exc
 
     def command(self, sql: str) -> None:
         self._run(sql, "CSV")
@@ -143,6 +228,11 @@ class ChdbBackend:
             except Exception as exc:
                 raise error_from_clickhouse(str(exc), f"chDB: {statement}") from exc
 
+    def query_table(self, sql: str, settings: dict[str, int | float | str]) -> Table:
+        # chDB has no per-request settings: they go in the statement's own clause.
+        clause = ", ".join(f"{name} = {_sql_literal(value)}" for name, value in settings.items())
+        return parse_table(self._run(f"{sql} SETTINGS {clause}" if clause else sql, TABLE_FORMAT))
+
     def close(self) -> None:
         with self._lock:
             if self._session is not None:
@@ -165,6 +255,25 @@ class ChdbBackend:
         return body
 
 
+def chdb_directory_is_held(path: str) -> bool:
+    """True when another session holds the directory's lock (ClickHouse's `status`
+    file, flock'ed while a server runs on it).  Asked first, so chDB does not
+    print its own error to stderr before raising."""
+    try:
+        fd = os.open(os.path.join(path, "status"), os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # removed when the last session closed
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class ClickHouseServerBackend:
     """A ClickHouse server over HTTP(S) through clickhouse-connect."""
 
@@ -185,12 +294,16 @@ class ClickHouseServerBackend:
                 username=username,
                 password=password.get_secret_value() if password else "",
                 settings=dict(SESSION_SETTINGS),
+                connect_timeout=CONNECT_TIMEOUT_S,
+                send_receive_timeout=SEND_RECEIVE_TIMEOUT_S,
             )
             self._client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         except ClickHouseClientError as exc:
             raise _error_from_client(exc, f"cannot connect to ClickHouse at {url}") from exc
         except OSError as exc:
-            raise AnalyticsUnavailable(f"cannot connect to ClickHouse at {url}: {exc}") from exc
+            raise AnalyticsUnavailable(
+                one_line(f"cannot connect to ClickHouse at {url}: {exc}")
+            ) from exc
 
     def command(self, sql: str) -> None:
         self._call(lambda: self._client.command(sql), sql)
@@ -209,6 +322,14 @@ class ClickHouseServerBackend:
             f"INSERT INTO {target}",
         )
 
+    def query_table(self, sql: str, settings: dict[str, int | float | str]) -> Table:
+        # URL settings, checked against the user's profile before any applies: a
+        # SETTINGS clause after readonly=1 would be refused ("readonly mode").
+        body = self._call(
+            lambda: self._client.raw_query(sql, settings=dict(settings), fmt=TABLE_FORMAT), sql
+        )
+        return parse_table(body)
+
     def close(self) -> None:
         self._client.close()
 
@@ -220,15 +341,20 @@ class ClickHouseServerBackend:
         except ClickHouseClientError as exc:
             raise _error_from_client(exc, f"ClickHouse: {_first_line(sql)}") from exc
         except OSError as exc:
-            raise AnalyticsUnavailable(f"ClickHouse: {_first_line(sql)}: {exc}") from exc
+            raise AnalyticsUnavailable(one_line(f"ClickHouse: {_first_line(sql)}: {exc}")) from exc
 
 
 def _error_from_client(exc: Exception, action: str) -> AnalyticsError:
     from clickhouse_connect.driver.exceptions import OperationalError
 
     if isinstance(exc, OperationalError):  # connection refused/reset, timeouts
-        return AnalyticsUnavailable(f"{action}: {exc}")
-    return error_from_clickhouse(str(exc), action)
+        return AnalyticsUnavailable(one_line(f"{action}: {exc}"))
+    code = getattr(exc, "code", None)  # from the X-ClickHouse-Exception-Code header
+    if code is None and _SERVER_FAILED.search(str(exc)):
+        # A 5xx without a ClickHouse code: a proxy, or a server failing before
+        # its query handler ran; nothing says the statement is wrong.
+        return AnalyticsUnavailable(one_line(f"{action}: {exc}"))
+    return error_from_clickhouse(str(exc), action, code)
 
 
 def open_backend(config: AnalyticsConfig) -> AnalyticsBackend:
@@ -242,8 +368,10 @@ def open_backend(config: AnalyticsConfig) -> AnalyticsBackend:
     )
 
 
-def _sql_literal(value: int | str) -> str:
-    return str(value) if isinstance(value, int) else "'" + value.replace("'", "\\'") + "'"
+def _sql_literal(value: int | float | str) -> str:
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _first_line(sql: str) -> str:

@@ -30,6 +30,26 @@ def secret_from_env(variable: str | None, field: str) -> SecretStr | None:
     return SecretStr(value)
 
 
+class SqlEndpointConfig(Strict):
+    """`fallback sql` through a worker: its /sql/ page (streams/web/sql.py)."""
+
+    enabled: bool = Field(
+        default=False, description="serve read-only SQL on the worker's /sql/ page"
+    )
+    max_rows: int = Field(default=10_000, ge=1, le=1_000_000, description="rows per answer")
+    timeout_s: float = Field(
+        default=10.0, gt=0, le=300, description="ClickHouse's max_execution_time per query"
+    )
+    token_env: str | None = Field(
+        default=None,
+        description="environment variable holding the bearer token /sql/ requires; "
+        "needed when worker.web_host is not a loopback address",
+    )
+
+    def token(self) -> SecretStr | None:
+        return secret_from_env(self.token_env, "analytics.sql.token_env")
+
+
 class AnalyticsConfig(Strict):
     enabled: bool = True
     backend: Literal["chdb", "clickhouse"] = "chdb"
@@ -41,6 +61,14 @@ class AnalyticsConfig(Strict):
     password_env: str | None = None
     batch_max_rows: int = Field(default=5000, ge=1)
     batch_max_wait_ms: int = Field(default=1000, ge=1)
+    store_output: bool = Field(
+        default=False,
+        description="keep each response's answer text in responses.output (opt-in)",
+    )
+    output_ttl_days: int = Field(
+        default=30, ge=1, le=3650, description="days a stored answer text is kept"
+    )
+    sql: SqlEndpointConfig = SqlEndpointConfig()
 
     def password(self) -> SecretStr | None:
         return secret_from_env(self.password_env, "analytics.password_env")

@@ -2,6 +2,9 @@
 
 AnalyticsError (schemas.errors.FallbackError)   ClickHouse/chDB refused a statement
 ├── AnalyticsUnavailable                       cannot reach the store right now, retryable
+│   └── ChdbDirectoryHeld                      another process (a worker) holds the chDB dir
+├── RowsRejected                               the store refuses these rows as data (parse/type)
+├── SqlRefused                                 `fallback sql` refuses a statement (not a read)
 ├── SinkBackpressure                           the sink buffer is full; carries retry_after_s
 └── MigrationError                             a migration file is malformed or failed
 """
@@ -19,6 +22,19 @@ class AnalyticsUnavailable(AnalyticsError):
     """The store cannot serve right now (connection refused, memory limit, too many parts)."""
 
     retryable = True
+
+
+class ChdbDirectoryHeld(AnalyticsUnavailable):
+    """Another process holds the chDB directory: ask that process (a worker's pages)."""
+
+
+class RowsRejected(AnalyticsError):
+    """The store refuses the rows themselves (cannot parse or convert them): retrying
+    the same rows cannot help, so the sink isolates them and reports them failed."""
+
+
+class SqlRefused(AnalyticsError):
+    """A statement `fallback sql` will not run: not a single read-only SELECT."""
 
 
 class SinkBackpressure(AnalyticsError):

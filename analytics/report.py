@@ -17,12 +17,14 @@ from rich.table import Table
 from analytics.backend import AnalyticsBackend
 from analytics.queries import (
     CostSummary,
+    Counterfactual,
     FallbackTypeRejections,
     LatencyQuantiles,
     OutcomeCounts,
     SlaCompliance,
     TriggerRejections,
     cost_summary,
+    counterfactual,
     end_to_end_latency,
     outcome_counts,
     rejections_by_fallback_type,
@@ -49,6 +51,7 @@ class TierReport(BaseModel):
     exhausted: int
     acceptance_rate: float | None
     fallback_rate: float | None
+    exhausted_rate: float | None = None
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
@@ -62,6 +65,8 @@ class Report(BaseModel):
 
     generated_at: datetime
     since: datetime | None
+    tenant: str | None = None
+    tier: str | None = None
     tiers: list[TierReport]
     outcomes: OutcomeCounts
     cost: CostSummary
@@ -69,21 +74,31 @@ class Report(BaseModel):
     latency: LatencyQuantiles
     top_triggers: list[TriggerRejections]
     fallback_by_type: list[FallbackTypeRejections]
+    #: the primary tier alone on the same requests (not computed with a tier filter)
+    counterfactual: Counterfactual | None = None
 
 
 def build_report(
     backend: AnalyticsBackend,
     since: datetime | None = None,
     circuits: dict[str, dict[str, Any]] | None = None,
+    *,
+    tenant: str | None = None,
+    tier: str | None = None,
+    primary: str | None = None,
 ) -> Report:
-    """All figures since `since`; `circuits` (tier -> breaker snapshot) is shown per tier.
+    """All figures since `since`, for one `tenant` and/or `tier` when given (see
+    analytics/queries.py for what the tier filter keeps); `circuits` (tier ->
+    breaker snapshot) is shown per tier; `primary` names the first tier for the
+    counterfactual (default: the tier most requests try first).
 
     Tiers named in `circuits` but without traffic in the window still get a row.
     """
-    circuits = circuits or {}
-    latency_of = {latency.tier: latency for latency in tier_latency(backend, since)}
+    scope: dict[str, Any] = {"tenant": tenant, "tier": tier}
+    circuits = {name: state for name, state in (circuits or {}).items() if tier in (None, name)}
+    latency_of = {latency.tier: latency for latency in tier_latency(backend, since, **scope)}
     tiers = []
-    for fallback in tier_fallback_rates(backend, since):
+    for fallback in tier_fallback_rates(backend, since, **scope):
         latency = latency_of.get(fallback.tier)
         tiers.append(
             TierReport(
@@ -101,13 +116,19 @@ def build_report(
     return Report(
         generated_at=datetime.now(UTC),
         since=since,
+        tenant=tenant,
+        tier=tier,
         tiers=tiers,
-        outcomes=outcome_counts(backend, since),
-        cost=cost_summary(backend, since),
-        sla=sla_compliance(backend, since),
-        latency=end_to_end_latency(backend, since),
-        top_triggers=top_rejection_triggers(backend, since, TOP_TRIGGERS),
-        fallback_by_type=rejections_by_fallback_type(backend, since),
+        outcomes=outcome_counts(backend, since, **scope),
+        cost=cost_summary(backend, since, **scope),
+        sla=sla_compliance(backend, since, **scope),
+        latency=end_to_end_latency(backend, since, **scope),
+        top_triggers=top_rejection_triggers(backend, since, TOP_TRIGGERS, **scope),
+        fallback_by_type=rejections_by_fallback_type(backend, since, **scope),
+        # Per tier it would mean nothing: the counterfactual is about every request.
+        counterfactual=None
+        if tier is not None
+        else counterfactual(backend, since, primary=primary, tenant=tenant),
     )
 
 
@@ -124,6 +145,7 @@ def _idle_tier(name: str, circuit: dict[str, Any]) -> TierReport:
         exhausted=0,
         acceptance_rate=None,
         fallback_rate=None,
+        exhausted_rate=None,
         p50_ms=None,
         p95_ms=None,
         p99_ms=None,
@@ -154,12 +176,25 @@ def _circuit_state(circuit: dict[str, Any] | None) -> str:
     return str(circuit.get("state", "?"))
 
 
-def render_report(report: Report, console: Console) -> None:
-    window = f"since {report.since:%Y-%m-%d %H:%M:%S} UTC" if report.since else "all time"
-    console.print(f"[bold]Model fallback report[/bold] ({window})")
+def _scope_line(report: Report) -> str:
+    parts = [f"since {report.since:%Y-%m-%d %H:%M:%S} UTC" if report.since else "all time"]
+    if report.tenant is not None:
+        parts.append(f"tenant {report.tenant}")
+    if report.tier is not None:
+        parts.append(f"requests that reached tier {report.tier}")
+    return ", ".join(parts)
 
-    tiers = Table(title="Tiers")
-    for column in ("tier", "attempts", "accepted", "acceptance", "fallback", "skipped"):
+
+def render_report(report: Report, console: Console) -> None:
+    console.print(f"[bold]Model fallback report[/bold] ({_scope_line(report)})")
+
+    tiers = Table(
+        title="Tiers",
+        caption="of the requests reaching a tier: fallback = went on to a later tier, "
+        "exhausted = ended unavailable there",
+    )
+    columns = ("tier", "attempts", "accepted", "acceptance", "fallback", "exhausted", "skipped")
+    for column in columns:
         tiers.add_column(column, justify="left" if column == "tier" else "right")
     for column in ("p50 ms", "p95 ms", "p99 ms", "cost", "circuit"):
         tiers.add_column(column, justify="right")
@@ -170,6 +205,7 @@ def render_report(report: Report, console: Console) -> None:
             str(tier.accepted),
             _percent(tier.acceptance_rate),
             _percent(tier.fallback_rate),
+            _percent(tier.exhausted_rate),
             str(tier.skipped),
             _ms(tier.p50_ms),
             _ms(tier.p95_ms),
@@ -227,3 +263,41 @@ def render_report(report: Report, console: Console) -> None:
             _usd(row.cost_usd),
         )
     console.print(by_type)
+
+    if report.counterfactual is not None:
+        render_counterfactual(report.counterfactual, report.cost, console)
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part} ({_percent(part / whole if whole else None)})"
+
+
+def render_counterfactual(without: Counterfactual, cost: CostSummary, console: Console) -> None:
+    """Real figures next to the primary tier alone on the same requests."""
+    table = Table(
+        title=f"Without fallback: every request to {without.primary} only",
+        caption="requests that never reached the primary (circuit open, policy, budget, "
+        "routed elsewhere) count as failed, at no cost",
+    )
+    table.add_column("figure")
+    table.add_column("with fallback", justify="right")
+    table.add_column(f"{without.primary} only", justify="right")
+    table.add_row(
+        "served",
+        _share(without.actual_served, without.requests),
+        _share(without.primary_served, without.requests),
+    )
+    table.add_row(
+        "failed",
+        _share(without.requests - without.actual_served, without.requests),
+        _share(without.would_fail, without.requests),
+    )
+    table.add_row("  rejected by the primary", "-", str(without.rejected_by_primary))
+    table.add_row("  never reached the primary", "-", str(without.never_reached_primary))
+    for failure in without.failures:
+        kind = failure.fallback_type or "-"
+        table.add_row(f"  because: {failure.trigger} ({kind})", "-", str(failure.requests))
+    table.add_row("spend", _usd(without.actual_cost_usd), _usd(without.primary_only_cost_usd))
+    table.add_row("  on rejected attempts", _usd(cost.rejected_attempts_cost_usd), "-")
+    table.add_row("cost of fallback", _usd(without.extra_cost_usd), "-")
+    console.print(table)

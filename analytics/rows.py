@@ -3,18 +3,36 @@
 Datetimes become UTC `YYYY-MM-DD hh:mm:ss.fff` strings, the one form every
 ClickHouse parses into DateTime64(3, 'UTC') whatever its
 `date_time_input_format`; enums become their string values.
+
+A response's answer text (`output`) is written only when `RowOptions.store_output`
+(`analytics.store_output`, off by default), and kept until `output_expires_at`
+(migrations/0003_output_ttl.sql); otherwise `output` is '' and the row
+carries only the metadata.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.events import Response, Verdict
 
 VERDICTS_TABLE = "verdicts"
 RESPONSES_TABLE = "responses"
+
+
+@dataclass(frozen=True)
+class RowOptions:
+    """What of a response goes into its row (from `AnalyticsConfig`)."""
+
+    store_output: bool = False
+    output_ttl_days: int = 30
+
+
+#: metadata only, the default
+METADATA_ONLY = RowOptions()
 
 
 def clickhouse_datetime(moment: datetime) -> str:
@@ -50,7 +68,8 @@ def verdict_row(verdict: Verdict) -> dict[str, Any]:
     }
 
 
-def response_row(response: Response) -> dict[str, Any]:
+def response_row(response: Response, options: RowOptions = METADATA_ONLY) -> dict[str, Any]:
+    keep_for = timedelta(days=options.output_ttl_days if options.store_output else 0)
     return {
         "schema_version": response.schema_version,
         "request_id": response.request_id,
@@ -58,8 +77,11 @@ def response_row(response: Response) -> dict[str, Any]:
         "status": response.status,
         "served_by": response.served_by,
         "model": response.model,
-        # The answer itself is kept as JSON text for audits; analytics never parse it.
-        "output": json.dumps(response.output, default=str, separators=(",", ":")),
+        # The answer itself, as JSON text for audits, only when asked for; never parsed.
+        "output": json.dumps(response.output, default=str, separators=(",", ":"))
+        if options.store_output
+        else "",
+        "output_expires_at": clickhouse_datetime(response.completed_at + keep_for)[:19],
         "confidence": response.confidence,
         "message": response.message,
         "latency_ms": response.latency_ms,

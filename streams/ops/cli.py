@@ -189,12 +189,19 @@ def send(
         console.print_json(json.dumps(result))
 
 
+TenantOption = Annotated[str | None, typer.Option(help="only this tenant's requests")]
+TierOption = Annotated[
+    str | None, typer.Option(help="only this tier (its attempts; the requests that reached it)")
+]
+UrlOption = Annotated[str, typer.Option(help="a running worker's web address")]
+
+
 @cli.command()
 def report(
-    url: Annotated[
-        str, typer.Option(help="a running worker's web address")
-    ] = "http://127.0.0.1:6066",
+    url: UrlOption = "http://127.0.0.1:6066",
     since_minutes: Annotated[float | None, typer.Option(help="only the last N minutes")] = None,
+    tenant: TenantOption = None,
+    tier: TierOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of tables")] = False,
     config: Annotated[
         Path | None,
@@ -204,8 +211,6 @@ def report(
         Path | None,
         typer.Option("--html", help="also write the charts over time to this HTML file"),
     ] = None,
-    tenant: Annotated[str | None, typer.Option(help="only this tenant (--html charts)")] = None,
-    tier: Annotated[str | None, typer.Option(help="only this tier (--html charts)")] = None,
 ) -> None:
     """Fallback rates, latency, cost, triggers and circuit states."""
     from analytics.report import Report, build_report, render_report
@@ -213,25 +218,24 @@ def report(
 
     series: ReportSeries | None = None
     if config is not None:
-        from analytics.backend import open_backend
-
         settings = load(config, None)
-        backend = open_backend(settings.analytics)
+        backend = open_store(settings)
         try:
-            built = build_report(backend, since=_since(since_minutes))
+            primary = next(t.name for t in settings.tiers if not t.restricted)
+            built = build_report(
+                backend, since=_since(since_minutes), tenant=tenant, tier=tier, primary=primary
+            )
             if html is not None:
-                primary = next(t.name for t in settings.tiers if not t.restricted)
                 series = build_series(
                     backend, _since(since_minutes), tenant, tier, primary_tier=primary
                 )
         finally:
             backend.close()
     else:
-        params: dict[str, Any] = {"since_minutes": since_minutes} if since_minutes else {}
+        filters = {"since_minutes": since_minutes, "tenant": tenant, "tier": tier}
+        params: dict[str, Any] = {key: value for key, value in filters.items() if value}
         built = Report.model_validate(_get_json(f"{url}/report/", params))
         if html is not None:
-            filters = {"tenant": tenant, "tier": tier}
-            params.update({key: value for key, value in filters.items() if value})
             series = ReportSeries.model_validate(_get_json(f"{url}/report/series/", params))
     if as_json:
         console.print_json(built.model_dump_json())
@@ -252,6 +256,94 @@ def _get_json(url: str, params: dict[str, Any]) -> Any:
         err_console.print(f"[red]cannot get {url}:[/red] {exc}")
         raise typer.Exit(1) from None
     return response.json()
+
+
+def open_store(settings: FallbackConfig) -> Any:
+    """The configured analytics backend, or a one-line error (exit 1) when it cannot open.
+
+    A chDB directory is held by the one process that opened it: while a worker
+    runs, ask it over HTTP (`--url`) instead."""
+    from analytics.backend import open_backend
+    from analytics.errors import AnalyticsError, ChdbDirectoryHeld
+
+    analytics = settings.analytics
+    try:
+        return open_backend(analytics)
+    except ChdbDirectoryHeld:
+        worker = f"http://{settings.worker.web_host}:{settings.worker.web_port}"
+        err_console.print(
+            f"[red]the chDB directory {analytics.chdb_path} is held by a running worker[/red]: "
+            f"ask the worker instead, with --url {worker}"
+        )
+        raise typer.Exit(1) from None
+    except AnalyticsError as exc:
+        if analytics.backend == "chdb":
+            err_console.print(f"[red]cannot open chDB at {analytics.chdb_path}:[/red] {exc}")
+        else:
+            err_console.print(f"[red]cannot reach ClickHouse at {analytics.url}:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@cli.command()
+def sql(
+    query: Annotated[str, typer.Argument(help='one SELECT, e.g. "SELECT count() FROM ..."')],
+    url: UrlOption = "http://127.0.0.1:6066",
+    config: Annotated[
+        Path | None,
+        typer.Option(help="query ClickHouse/chDB directly (no worker running) with this config"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print CSV")] = False,
+    max_rows: Annotated[int | None, typer.Option(help="at most this many rows")] = None,
+    token_env: Annotated[
+        str, typer.Option(help="environment variable holding the worker's /sql/ token")
+    ] = "FALLBACK_SQL_TOKEN",
+) -> None:
+    """Read-only SQL against the analytics store; writes and DDL are refused."""
+    import os
+
+    from analytics.errors import AnalyticsError, SqlRefused
+    from analytics.read_only_sql import SqlResult, render_sql_table, run_read_only, sql_result_csv
+
+    if config is not None:
+        settings = load(config, None)
+        backend = open_store(settings)
+        limits = settings.analytics.sql
+        try:
+            result = run_read_only(
+                backend, query, max_rows=max_rows or limits.max_rows, timeout_s=limits.timeout_s
+            )
+        except SqlRefused as exc:
+            err_console.print(f"[red]refused:[/red] {exc}")
+            raise typer.Exit(2) from None
+        except AnalyticsError as exc:
+            err_console.print(f"[red]query failed:[/red] {exc}")
+            raise typer.Exit(1) from None
+        finally:
+            backend.close()
+    else:
+        token = os.environ.get(token_env)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        body: dict[str, Any] = {"sql": query, "max_rows": max_rows}
+        try:
+            response = httpx.post(f"{url}/sql/", json=body, headers=headers, timeout=330.0)
+        except httpx.HTTPError as exc:
+            err_console.print(f"[red]cannot reach the worker at {url}:[/red] {exc}")
+            raise typer.Exit(1) from None
+        if response.status_code != 200:
+            try:
+                error = response.json().get("error", response.text)
+            except ValueError:
+                error = response.text
+            err_console.print(f"[red]{url}/sql/ answered {response.status_code}:[/red] {error}")
+            raise typer.Exit(2 if response.status_code == 400 else 1)
+        result = SqlResult.model_validate(response.json())
+    if as_json:
+        console.print_json(result.model_dump_json())
+    elif as_csv:
+        sys.stdout.write(sql_result_csv(result))
+    else:
+        render_sql_table(result, console)
 
 
 def _since(minutes: float | None) -> Any:

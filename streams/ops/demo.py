@@ -72,6 +72,11 @@ def wait_for_sink(worker: WorkerProcess, responses: int, timeout_s: float = 60.0
         time.sleep(0.2)
 
 
+def _is_correct(response: Response, truth: dict[str, Any]) -> bool:
+    output = response.output
+    return isinstance(output, dict) and output.get("label") == truth[response.request_id]
+
+
 def run_demo(config: FallbackConfig, requests: int, rate: float, console: Console) -> int:
     # Everything the demo writes lives under worker.data_dir, started afresh each run.
     demo_dir = Path(config.worker.data_dir) / "demo"
@@ -120,11 +125,7 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
     console.print()
     render_report(report, console)
     served = [r for r in found.values() if r.status == "served"]
-    correct = sum(
-        1
-        for r in served
-        if isinstance(r.output, dict) and r.output.get("label") == truth[r.request_id]
-    )
+    correct = sum(1 for r in served if _is_correct(r, truth))
     console.print(
         f"\n{len(found)}/{requests} responses in {elapsed:.1f}s; served {len(served)}, "
         f"unavailable {sum(r.status == 'unavailable' for r in found.values())}"
@@ -133,6 +134,17 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
         console.print(
             f"[bold]served accuracy: {correct / len(served):.1%}[/bold] "
             f"({correct}/{len(served)} against the true digit labels)"
+        )
+    # The primary alone would have served what it accepted (its own verdicts), nothing else.
+    primary = config.tiers[0].name
+    alone = [r for r in served if r.served_by == primary]
+    alone_correct = sum(1 for r in alone if _is_correct(r, truth))
+    if alone:
+        console.print(
+            f"{primary} alone: served accuracy {alone_correct / len(alone):.1%} "
+            f"({alone_correct}/{len(alone)}); correct answers {alone_correct}/{len(found)} "
+            f"requests ({alone_correct / len(found):.1%}) against {correct}/{len(found)} "
+            f"({correct / len(found):.1%}) with fallback"
         )
     console.print(f"HTML report: {write_html(demo_dir / 'report.html', series, report)}")
     return 0 if len(found) == requests else 1

@@ -7,13 +7,17 @@ of opening the database itself.
     GET /health/    readiness: partitions assigned, records in flight per stage
     GET /circuits/  each tier's circuit state
     GET /metrics/   counters
-    GET /report/?since_minutes=N   the analytics report (JSON)
+    GET /report/?since_minutes=N&tenant=T&tier=X   the analytics report (JSON)
     GET /report/series/            the report's series over time (streams/web/series.py)
+    POST /sql/      read-only SQL on the analytics store, off by default (web/sql.py)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +28,10 @@ from analytics.report import build_report
 from streams.kafka.stage_consumer import StageConsumer
 from streams.stages.context import Pipeline
 from streams.web.series import register_series_page
+from streams.web.sql import register_sql_page
+
+#: how long /report/ waits for buffered rows to be written before it queries
+REPORT_FLUSH_S = 2.0
 
 
 def circuit_states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
@@ -33,6 +41,7 @@ def circuit_states(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
 
 def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) -> None:
     register_series_page(app, pipeline)
+    register_sql_page(app, pipeline)
 
     @app.page("/health/")
     async def health(web: View, request: Request) -> Response:
@@ -68,6 +77,7 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
                 "in_flight": stages.in_flight(),
                 "admission_pauses": stages.admission_pauses,
                 "circuits": circuit_states(pipeline),
+                "analytics_sink": asdict(pipeline.sink.stats()) if pipeline.sink else None,
                 "tenant_spend_usd": pipeline.spend.snapshot(datetime.now(UTC).timestamp()),
                 "tenant_spend_table": dict(pipeline.spend_table.items())
                 if pipeline.spend_table is not None
@@ -80,15 +90,26 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
         if pipeline.sink is None:
             return web.json({"error": "analytics.enabled is false"}, status=404)
         minutes = request.query.get("since_minutes")
+        tenant = request.query.get("tenant") or None
+        tier = request.query.get("tier") or None
         since = None
         if minutes:
             try:
                 since = datetime.now(UTC) - timedelta(minutes=float(minutes))
             except ValueError:
                 return web.json({"error": f"since_minutes={minutes!r} is not a number"}, status=400)
-        await pipeline.sink.flush()
+        # Fresh figures when the store answers; during an outage, what it has.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(pipeline.sink.flush(), REPORT_FLUSH_S)
         states = circuit_states(pipeline)
         result = await pipeline.sink.run(
-            lambda backend: build_report(backend, since=since, circuits=states)
+            lambda backend: build_report(
+                backend,
+                since=since,
+                circuits=states,
+                tenant=tenant,
+                tier=tier,
+                primary=pipeline.config.tiers[0].name,
+            )
         )
         return web.json(result.model_dump(mode="json"))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from analytics.backend import AnalyticsBackend
+from analytics.rows import RESPONSES_TABLE, VERDICTS_TABLE, response_row, verdict_row
 from schemas.events import Response, Trigger, Verdict, fallback_type_of
 
 START = datetime(2026, 3, 1, 10, 0, 0, tzinfo=UTC)
@@ -131,3 +133,10 @@ def sample_responses() -> list[Response]:
         response("r0", "served", served_by="primary", latency_ms=95, cost_usd=0.01,
                  attempts=attempts["r0"], at=START - timedelta(hours=2)),
     ]  # fmt: skip
+
+
+def load_sample(backend: AnalyticsBackend, copies: int = 1) -> None:
+    """Insert the sample `copies` times, each copy a separate INSERT (as a replay would be)."""
+    for _ in range(copies):
+        backend.insert_rows(VERDICTS_TABLE, [verdict_row(v) for v in sample_verdicts()])
+        backend.insert_rows(RESPONSES_TABLE, [response_row(r) for r in sample_responses()])

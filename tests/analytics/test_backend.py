@@ -12,7 +12,7 @@ from analytics.backend import (
     error_from_clickhouse,
     open_backend,
 )
-from analytics.errors import AnalyticsError, AnalyticsUnavailable
+from analytics.errors import AnalyticsError, AnalyticsUnavailable, RowsRejected
 from streams.config import AnalyticsConfig
 
 
@@ -69,3 +69,6 @@ def test_retryable_clickhouse_codes() -> None:
     assert error_from_clickhouse("Code: 252. Too many parts", "x").retryable
     assert not error_from_clickhouse("Code: 62. Syntax error", "x").retryable
     assert not error_from_clickhouse("no code at all", "x").retryable
+    rejected = error_from_clickhouse("Code: 27. Cannot parse input\n  stack frame", "x")
+    assert isinstance(rejected, RowsRejected) and not rejected.retryable
+    assert "\n" not in str(rejected)

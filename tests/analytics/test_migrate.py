@@ -7,6 +7,8 @@ import pytest
 from analytics.backend import ChdbBackend
 from analytics.errors import MigrationError
 from analytics.migrate import apply_migrations, load_migrations, split_statements
+from analytics.rows import RowOptions, response_row
+from tests.analytics.sample_events import sample_responses
 
 TABLES = {
     "schema_migrations",
@@ -76,3 +78,30 @@ def test_a_failing_statement_names_the_migration(backend: ChdbBackend) -> None:
     )
     with pytest.raises(MigrationError, match="0002_create_per_minute_views, statement 2"):
         apply_migrations(backend)
+
+
+def test_output_ttl_migration_runs_twice_and_empties_expired_answers(
+    backend: ChdbBackend,
+) -> None:
+    database = backend.database
+    backend.command(f"DELETE FROM {database}.schema_migrations WHERE name = '0003_output_ttl'")
+    assert apply_migrations(backend) == ["0003_output_ttl"]  # its statements ran again
+    assert apply_migrations(backend) == []
+    served = sample_responses()[0]  # completed in March 2026
+    kept = RowOptions(store_output=True, output_ttl_days=36500)
+    expired = RowOptions(store_output=True, output_ttl_days=1)
+    backend.insert_rows(
+        "responses",
+        [
+            response_row(served.model_copy(update={"request_id": "kept"}), kept),
+            response_row(served.model_copy(update={"request_id": "expired"}), expired),
+        ],
+    )
+    backend.command(f"OPTIMIZE TABLE {database}.responses FINAL")
+    rows = backend.query(
+        f"SELECT request_id, output, status FROM {database}.responses FINAL ORDER BY request_id"
+    )
+    assert rows == [
+        {"request_id": "expired", "output": "", "status": "served"},  # metadata kept
+        {"request_id": "kept", "output": '{"text":"answer to r1"}', "status": "served"},
+    ]

@@ -9,9 +9,11 @@ import pytest
 from analytics.backend import ChdbBackend
 from analytics.queries import (
     cost_summary,
+    counterfactual,
     end_to_end_latency,
     outcome_counts,
     outcome_minutes,
+    primary_tier,
     rejections_by_fallback_type,
     rejections_by_trigger,
     sla_compliance,
@@ -20,15 +22,15 @@ from analytics.queries import (
     tier_minutes,
     top_rejection_triggers,
 )
-from analytics.rows import RESPONSES_TABLE, VERDICTS_TABLE, response_row, verdict_row
-from tests.analytics.sample_events import START, WINDOW_START, sample_responses, sample_verdicts
-
-
-def load_sample(backend: ChdbBackend, copies: int = 1) -> None:
-    """Insert the sample `copies` times, each copy a separate INSERT (as a replay would be)."""
-    for _ in range(copies):
-        backend.insert_rows(VERDICTS_TABLE, [verdict_row(v) for v in sample_verdicts()])
-        backend.insert_rows(RESPONSES_TABLE, [response_row(r) for r in sample_responses()])
+from analytics.rows import response_row, verdict_row
+from tests.analytics.sample_events import (
+    START,
+    WINDOW_START,
+    load_sample,
+    response,
+    sample_verdicts,
+    verdict,
+)
 
 
 @pytest.fixture
@@ -222,3 +224,73 @@ def test_empty_window_has_no_rates(backend: ChdbBackend) -> None:
     assert cost_summary(backend).cost_per_served_request_usd is None
     assert end_to_end_latency(backend).p50_ms is None
     assert rejections_by_trigger(backend) == []
+
+
+def test_exhausted_is_the_share_that_ended_unavailable_at_the_tier(loaded: ChdbBackend) -> None:
+    tiers = {t.tier: t for t in tier_fallback_rates(loaded, WINDOW_START)}
+    # backup: r2, r3, r4, r6 reached it; r4 ended there (over_budget, no tier left)
+    assert tiers["backup"].exhausted_rate == pytest.approx(0.25)
+    assert tiers["primary"].exhausted_rate == 0.0
+    served = {"primary": 1, "backup": 2, "local": 1}  # r1; r2, r6; r3
+    for tier in tiers.values():  # served + fell through + exhausted = every request
+        shares = served[tier.tier] / tier.requests
+        shares += (tier.fallback_rate or 0) + (tier.exhausted_rate or 0)
+        assert shares == pytest.approx(1.0)
+
+
+def test_tenant_and_tier_filters(loaded: ChdbBackend) -> None:
+    other = sample_verdicts()[0].model_copy(update={"tenant": "other", "request_id": "x1"})
+    loaded.insert_rows("verdicts", [verdict_row(other)])
+    assert [(t.tier, t.attempts) for t in tier_fallback_rates(loaded, tenant="other")] == [
+        ("primary", 1)
+    ]
+    acme = {t.tier: t.attempts for t in tier_fallback_rates(loaded, WINDOW_START, tenant="acme")}
+    assert acme["primary"] == 5
+    assert tier_fallback_rates(loaded, WINDOW_START, tenant="nobody") == []
+    assert outcome_counts(loaded, WINDOW_START, tenant="acme").requests == 6
+    assert outcome_counts(loaded, WINDOW_START, tenant="nobody").requests == 0
+
+    # tier: that tier's attempts, and the requests that reached it
+    assert [t.tier for t in tier_fallback_rates(loaded, WINDOW_START, tier="backup")] == ["backup"]
+    reached_local = outcome_counts(loaded, WINDOW_START, tier="local")  # r3 only
+    assert (reached_local.requests, reached_local.served) == (1, 1)
+    assert cost_summary(loaded, WINDOW_START, tier="local").total_cost_usd == pytest.approx(0.012)
+    assert [t.trigger for t in rejections_by_trigger(loaded, WINDOW_START, tier="backup")] == [
+        "over_budget",
+        "unsafe",
+    ]
+    assert sla_compliance(loaded, WINDOW_START, tier="backup").with_deadline == 2  # r2, r3
+    assert end_to_end_latency(loaded, WINDOW_START, tier="local").count == 1
+    assert [t.tier for t in tier_latency(loaded, WINDOW_START, tier="local")] == ["local"]
+    assert rejections_by_fallback_type(loaded, WINDOW_START, tier="local") == []
+
+
+def test_counterfactual_primary_alone(loaded: ChdbBackend) -> None:
+    """r1 primary ok; r2, r6 primary timeout; r3 primary low_confidence; r4 primary's
+    circuit open (never reached it); r5 invalid (not counted)."""
+    assert primary_tier(loaded, WINDOW_START) == "primary"
+    without = counterfactual(loaded, WINDOW_START)
+    assert without is not None
+    assert (without.requests, without.actual_served) == (5, 4)
+    assert (without.primary_served, without.would_fail) == (1, 4)
+    assert (without.rejected_by_primary, without.never_reached_primary) == (3, 1)
+    assert without.primary_only_cost_usd == pytest.approx(0.02)  # r1 0.01 + r3 0.01
+    assert without.actual_cost_usd == pytest.approx(0.026)
+    assert without.extra_cost_usd == pytest.approx(0.006)
+    assert [(f.trigger, f.fallback_type, f.called, f.requests) for f in without.failures] == [
+        ("timeout", "reliability", True, 2),
+        ("circuit_open", "reliability", False, 1),
+        ("low_confidence", "quality", True, 1),
+    ]
+    # a request the router sent past the primary (no primary verdict) fails without it
+    routed_past = verdict("r7", 1, "local", accepted=True, latency_ms=10, cost_usd=0.0)
+    loaded.insert_rows("verdicts", [verdict_row(routed_past)])
+    served = response("r7", "served", served_by="local", latency_ms=10, cost_usd=0.0)
+    loaded.insert_rows("responses", [response_row(served)])
+    later = counterfactual(loaded, WINDOW_START, primary="primary")
+    assert later is not None and later.would_fail == 5
+    assert ("not_routed", None, False, 1) in [
+        (f.trigger, f.fallback_type, f.called, f.requests) for f in later.failures
+    ]
+    nobody = counterfactual(loaded, WINDOW_START, tenant="nobody")
+    assert nobody is not None and nobody.requests == 0

@@ -6,8 +6,7 @@ from rich.console import Console
 
 from analytics.backend import ChdbBackend
 from analytics.report import Report, build_report, render_report
-from tests.analytics.sample_events import WINDOW_START
-from tests.analytics.test_queries import load_sample
+from tests.analytics.sample_events import WINDOW_START, load_sample
 
 CIRCUITS = {
     "primary": {"state": "open", "failure_rate": 0.8},
@@ -50,6 +49,12 @@ def test_report_renders_tiers_and_figures(backend: ChdbBackend) -> None:
         "timeout",
         "reliability",
         "since 2026-03-01 09:00:00 UTC",
+        "Without fallback: every request to primary only",
+        "4 (80.0%)",  # served with fallback, of 5 answered
+        "1 (20.0%)",  # the primary alone: r1
+        "circuit_open (reliability)",  # r4 never reached the primary
+        "$0.0200",  # the primary alone's spend
+        "$0.0060",  # what fallback cost on top
     ]:
         assert expected in text, expected
 
@@ -58,3 +63,29 @@ def test_empty_report_renders(backend: ChdbBackend) -> None:
     output = io.StringIO()
     render_report(build_report(backend), Console(file=output, width=200))
     assert "all time" in output.getvalue()
+
+
+def test_table_shows_exhausted_next_to_fallback(backend: ChdbBackend) -> None:
+    load_sample(backend)
+    output = io.StringIO()
+    render_report(
+        build_report(backend, since=WINDOW_START),
+        Console(file=output, width=200, color_system=None),
+    )
+    text = output.getvalue()
+    assert "exhausted" in text
+    backup_row = next(line for line in text.splitlines() if line.startswith("│ backup"))
+    assert backup_row.count("25.0%") == 2  # fell through 1 of 4 (r3), ended there 1 of 4 (r4)
+
+
+def test_report_for_one_tenant_and_one_tier(backend: ChdbBackend) -> None:
+    load_sample(backend)
+    report = build_report(backend, since=WINDOW_START, circuits=CIRCUITS, tier="local")
+    assert [t.tier for t in report.tiers] == ["local"]
+    assert report.outcomes.requests == 1  # r3, the one request that reached local
+    assert report.tier == "local"
+    output = io.StringIO()
+    render_report(report, Console(file=output, width=200, color_system=None))
+    assert "requests that reached tier local" in output.getvalue()
+    nobody = build_report(backend, since=WINDOW_START, tenant="nobody")
+    assert nobody.tiers == [] and nobody.outcomes.requests == 0

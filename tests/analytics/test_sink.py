@@ -3,15 +3,22 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from analytics.backend import AnalyticsBackend, ChdbBackend
-from analytics.errors import AnalyticsError, AnalyticsUnavailable, SinkBackpressure
+from analytics.errors import (
+    AnalyticsError,
+    AnalyticsUnavailable,
+    RowsRejected,
+    SinkBackpressure,
+)
 from analytics.queries import outcome_counts, tier_fallback_rates
 from analytics.sink import ClickHouseSink, open_sink
+from schemas.backoff import Backoff
 from streams.config import AnalyticsConfig
 from tests.analytics.sample_events import sample_responses, sample_verdicts
 
@@ -128,41 +135,121 @@ async def test_close_writes_what_is_buffered(tmp_path: Path) -> None:
         reopened.close()
 
 
-async def test_failed_write_is_retried_with_backoff(recording: RecordingBackend) -> None:
-    recording.failures = [AnalyticsUnavailable("down"), AnalyticsError("rejected once")]
+FAST = Backoff(initial_s=0.01, max_s=0.02)
+
+
+async def test_answer_text_is_stored_only_when_configured(tmp_path: Path) -> None:
+    for store_output, expected in ((False, ""), (True, '{"text":"answer to r1"}')):
+        config = AnalyticsConfig(
+            chdb_path=str(tmp_path / f"chdb-{store_output}"),
+            database="texts",
+            store_output=store_output,
+        )
+        async with await open_sink(config) as sink:
+            # completed now: a stored answer older than output_ttl_days is dropped on insert
+            fresh = sample_responses()[0].model_copy(update={"completed_at": datetime.now(UTC)})
+            await sink.add_response(fresh)
+            await sink.flush()
+            rows = await sink.query("SELECT output FROM texts.responses")
+        assert rows == [{"output": expected}]
+
+
+async def test_failed_write_is_retried_until_it_passes(recording: RecordingBackend) -> None:
+    recording.failures = [
+        AnalyticsUnavailable("connection refused"),
+        AnalyticsError("Code: 60. Table verdicts does not exist"),  # an operator's fix
+        AnalyticsUnavailable("Code: 252. Too many parts"),
+    ]
     async with ClickHouseSink(
-        recording, batch_max_rows=10, batch_max_wait_ms=10, initial_backoff_s=0.01
+        recording, batch_max_rows=10, batch_max_wait_ms=10, backoff=FAST
     ) as sink:
-        await sink.add_verdict(sample_verdicts()[0])
-        await asyncio.wait_for(sink.flush(), 5)
-        assert recording.insert_calls == 3
+        receipt = await sink.add_verdict(sample_verdicts()[0])
+        await asyncio.wait_for(sink.wait_written(receipt), 5)
+        assert recording.insert_calls == 4
         assert recording.batches == [("verdicts", 1)]
-        assert sink.stats().failed is None
+        stats = sink.stats()
+        assert stats.failed_writes == 3
+        assert stats.written_rows["verdicts"] == 1
+        assert stats.failed_rows["verdicts"] == 0
+        assert stats.last_error is None
 
 
-async def test_non_retryable_failure_fails_the_sink_without_dropping_rows(
+async def test_an_outage_is_waited_out_for_as_long_as_it_lasts(
+    recording: RecordingBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The old sink gave up after 5 tries and failed every later row, each with a
+    longer chained traceback; this one keeps the rows and logs one line per try."""
+    recording.always_fail = AnalyticsUnavailable("ClickHouse: INSERT: connection refused")
+    verdicts = sample_verdicts()
+    async with ClickHouseSink(
+        recording, batch_max_rows=100, batch_max_wait_ms=10, backoff=FAST
+    ) as sink:
+        receipts = [await sink.add_verdict(v) for v in verdicts]
+        waiting = [sink.when_written(r) for r in receipts]
+        await asyncio.sleep(0.5)
+        assert recording.insert_calls >= 10
+        assert not any(w.done() for w in waiting)
+        assert sink.stats().pending_rows["verdicts"] == len(verdicts)
+        assert "connection refused" in (sink.stats().last_error or "")
+        more = await sink.add_verdict(verdicts[0])  # adding goes on during the outage
+        recording.always_fail = None
+        await asyncio.wait_for(asyncio.gather(*waiting, sink.wait_written(more)), 5)
+        assert sink.stats().written_rows["verdicts"] == len(verdicts) + 1
+    lines = [r for r in caplog.records if r.name == "analytics.sink"]
+    assert len(lines) == sink.stats().failed_writes
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in lines)
+
+
+class RejectingBackend(RecordingBackend):
+    """Rejects, as ClickHouse does, a whole INSERT holding a row of a poisoned request."""
+
+    def __init__(self, inner: AnalyticsBackend, poisoned: set[str]) -> None:
+        super().__init__(inner)
+        self.poisoned = poisoned
+
+    def insert_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        self.insert_calls += 1
+        if any(row["request_id"] in self.poisoned for row in rows):
+            raise RowsRejected("Code: 27. Cannot parse input: expected '\"' before: 'x'")
+        self.inner.insert_rows(table, rows)
+        self.batches.append((table, len(rows)))
+
+
+async def test_rejected_rows_are_isolated_and_failed_the_rest_written(
+    backend: ChdbBackend,
+) -> None:
+    rejecting = RejectingBackend(backend, poisoned={"r3"})
+    verdicts = sample_verdicts()
+    async with ClickHouseSink(rejecting, batch_max_rows=100, batch_max_wait_ms=10_000) as sink:
+        receipts = [await sink.add_verdict(v) for v in verdicts]
+        waiting = [sink.when_written(r) for r in receipts]
+        await asyncio.wait_for(sink.flush(), 5)  # a flush settles, it does not raise
+        results = await asyncio.gather(*waiting, return_exceptions=True)
+        rejected = [v.request_id for v, result in zip(verdicts, results, strict=True) if result]
+        assert rejected == ["r3", "r3", "r3"]  # its three attempts, nothing else
+        assert all(isinstance(r, RowsRejected) for r in results if r is not None)
+        stats = sink.stats()
+        assert stats.written_rows["verdicts"] == len(verdicts) - 3
+        assert stats.failed_rows["verdicts"] == 3
+        assert stats.unwritten_rows == 0
+        assert count(backend, "verdicts") == len(verdicts) - 3
+        # a receipt asked for after its row was rejected still says so
+        late = await sink.add_verdict(verdicts[3])  # r3 again
+        await asyncio.wait_for(sink.flush(), 5)
+        with pytest.raises(RowsRejected):
+            await sink.wait_written(late)
+
+
+async def test_close_gives_up_after_its_timeout_and_reports_rows_left(
     recording: RecordingBackend,
 ) -> None:
-    recording.always_fail = AnalyticsError("Code: 27. Cannot parse input")
-    sink = ClickHouseSink(
-        recording,
-        batch_max_rows=10,
-        batch_max_wait_ms=10,
-        max_write_attempts=3,
-        initial_backoff_s=0.01,
-    )
-    receipt = await sink.add_verdict(sample_verdicts()[0])
-    with pytest.raises(AnalyticsError, match="Cannot parse input"):
-        await asyncio.wait_for(sink.flush(), 5)
-    assert recording.insert_calls == 3
-    with pytest.raises(AnalyticsError, match="Cannot parse input"):
-        await sink.wait_written(receipt)
-    with pytest.raises(AnalyticsError, match="Cannot parse input"):
+    recording.always_fail = AnalyticsUnavailable("down")
+    sink = ClickHouseSink(recording, batch_max_rows=10, batch_max_wait_ms=10, backoff=FAST)
+    await sink.add_verdict(sample_verdicts()[0])
+    await asyncio.sleep(0.05)
+    assert await asyncio.wait_for(sink.close(timeout_s=0.2), 5) == 1
+    with pytest.raises(AnalyticsError, match="closing"):
         await sink.add_verdict(sample_verdicts()[1])
-    assert sink.unwritten_rows == 1
-    assert sink.stats().failed is not None
-    with pytest.raises(AnalyticsError, match="Cannot parse input"):
-        await sink.close()
 
 
 async def test_add_awaits_when_the_buffer_is_full(recording: RecordingBackend) -> None:
