@@ -396,6 +396,11 @@ class FallbackConfig(Strict):
             raise ValueError("tiers: at least one tier must not be restricted")
         return self
 
+    @property
+    def primary_tier(self) -> str:
+        """The tier every request tries first: the counterfactual's "primary alone"."""
+        return next(tier.name for tier in self.tiers if not tier.restricted)
+
     def tier(self, name: str) -> TierConfig:
         for tier in self.tiers:
             if tier.name == name:

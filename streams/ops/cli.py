@@ -221,7 +221,7 @@ def report(
         settings = load(config, None)
         backend = open_store(settings)
         try:
-            primary = next(t.name for t in settings.tiers if not t.restricted)
+            primary = settings.primary_tier
             built = build_report(
                 backend, since=_since(since_minutes), tenant=tenant, tier=tier, primary=primary
             )

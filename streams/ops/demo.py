@@ -136,7 +136,7 @@ def run_demo(config: FallbackConfig, requests: int, rate: float, console: Consol
             f"({correct}/{len(served)} against the true digit labels)"
         )
     # The primary alone would have served what it accepted (its own verdicts), nothing else.
-    primary = config.tiers[0].name
+    primary = config.primary_tier
     alone = [r for r in served if r.served_by == primary]
     alone_correct = sum(1 for r in alone if _is_correct(r, truth))
     if alone:

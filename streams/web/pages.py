@@ -109,7 +109,7 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
                 circuits=states,
                 tenant=tenant,
                 tier=tier,
-                primary=pipeline.config.tiers[0].name,
+                primary=pipeline.config.primary_tier,
             )
         )
         return web.json(result.model_dump(mode="json"))

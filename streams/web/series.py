@@ -55,7 +55,7 @@ def parse_series_query(query: Mapping[str, str]) -> SeriesQuery:
 
 
 def register_series_page(app: faust.App, pipeline: Pipeline) -> None:
-    primary = next(tier.name for tier in pipeline.config.tiers if not tier.restricted)
+    primary = pipeline.config.primary_tier
 
     @app.page("/report/series/")
     async def report_series(web: View, request: Request) -> Response:
