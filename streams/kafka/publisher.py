@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,6 +28,7 @@ from schemas.codec import encode_avro, encode_json
 from schemas.errors import FallbackError
 from schemas.events import DeadLetter, Response
 from streams.kafka.consumed_record import ConsumedRecord
+from streams.observability.metrics import PrometheusMetrics
 from topics.catalog import TopicCatalog
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class Publisher:
     response_format: str = "json"
     failed_deliveries: int = 0
     last_delivery_error: str | None = None
+    #: this worker's metrics: every final response and dead letter passes here
+    metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
 
     def delivery_problem(self) -> str | None:
         """Why offsets must not be committed, if an enqueued record was lost."""
@@ -98,6 +101,7 @@ class Publisher:
     async def respond(self, response: Response) -> None:
         body = encode_avro(response) if self.response_format == "avro" else encode_json(response)
         await self.enqueue(self.topics.responses, response.request_id, body)
+        self.metrics.responded(response)
 
     async def dead_letter(
         self,
@@ -131,3 +135,4 @@ class Publisher:
         await self.publish(
             self.topics.dlq, request_id or f"{record.topic}-{record.offset}", encode_json(letter)
         )
+        self.metrics.dead_lettered(stage, error_type)

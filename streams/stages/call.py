@@ -36,7 +36,8 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord
     breaker = pipeline.circuits.get(tier.name)
     circuit = None if breaker is None else breaker.advance(time.monotonic())
     if call_may_start(circuit):
-        attempt = await attempt_call(adapter, tier, routed)
+        with pipeline.prometheus.calling(tier.name):
+            attempt = await attempt_call(adapter, tier, routed)
         if attempt.error_trigger is not None:
             failed_calls.failed(tier.name, attempt.error_trigger, attempt.model)
     else:
@@ -44,6 +45,7 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord
     await pipeline.publisher.enqueue_avro(
         pipeline.topics.attempts(tier.name), routed.request.request_id, attempt
     )
+    pipeline.prometheus.attempted(tier.name, attempt)
 
 
 async def attempt_call(adapter: ModelAdapter, tier: TierConfig, routed: RoutedRequest) -> Attempt:
