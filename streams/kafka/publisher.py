@@ -28,6 +28,7 @@ from schemas.codec import encode_avro, encode_json
 from schemas.errors import FallbackError
 from schemas.events import DeadLetter, Response
 from streams.kafka.consumed_record import ConsumedRecord
+from streams.observability import tracing
 from streams.observability.metrics import PrometheusMetrics
 from topics.catalog import TopicCatalog
 
@@ -85,7 +86,9 @@ class Publisher:
         delay = SEND_BACKOFF_S
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                return await self.producer.send(topic, key.encode(), value, None, None, None)
+                return await self.producer.send(
+                    topic, key.encode(), value, None, None, tracing.kafka_headers()
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -102,6 +105,7 @@ class Publisher:
         body = encode_avro(response) if self.response_format == "avro" else encode_json(response)
         await self.enqueue(self.topics.responses, response.request_id, body)
         self.metrics.responded(response)
+        tracing.responded(response)
 
     async def dead_letter(
         self,

@@ -19,6 +19,7 @@ from streams.adapters.errors import ModelError
 from streams.config import TierConfig
 from streams.evaluation.decision import call_may_start, remaining_ms, skipped_call
 from streams.kafka.consumed_record import ConsumedRecord
+from streams.observability import tracing
 from streams.stages.context import Pipeline
 from streams.stages.failed_call_log import failed_calls
 
@@ -36,8 +37,12 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord
     breaker = pipeline.circuits.get(tier.name)
     circuit = None if breaker is None else breaker.advance(time.monotonic())
     if call_may_start(circuit):
-        with pipeline.prometheus.calling(tier.name):
+        with (
+            tracing.attempt_span(tier.name, routed.request.request_id) as traced_attempt,
+            pipeline.prometheus.calling(tier.name),
+        ):
             attempt = await attempt_call(adapter, tier, routed)
+            traced_attempt(attempt)
         if attempt.error_trigger is not None:
             failed_calls.failed(tier.name, attempt.error_trigger, attempt.model)
     else:

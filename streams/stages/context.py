@@ -24,6 +24,7 @@ from streams.evaluation.decision import Outcome
 from streams.evaluation.safety import SafetyScorer
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.publisher import Publisher
+from streams.observability import tracing
 from streams.observability.metrics import PrometheusMetrics
 from streams.state.recent_keys import RecentKeys
 from streams.state.tenant_spend import TenantSpendLedger, spend_window_key, table_spend
@@ -173,6 +174,7 @@ class Pipeline:
         for verdict in outcome.verdicts:
             await self.publisher.enqueue_avro(self.topics.verdicts, verdict.request_id, verdict)
             self.prometheus.judged(verdict)
+            tracing.verdict_published(verdict)
         if outcome.forward is not None:
             forward = outcome.forward
             topic = self.topics.tier(forward.tier)
