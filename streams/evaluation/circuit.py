@@ -46,7 +46,7 @@ import dataclasses
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -304,6 +304,8 @@ class CircuitBreaker:
         # Start instants of half-open probes whose outcome has not arrived yet.
         self._probes_started_s: deque[float] = deque()
         self._opened_at_s: float | None = None
+        #: told (tier, before, after) on every state change: the transition counter
+        self.on_transition: Callable[[str, CircuitState, CircuitState], None] | None = None
 
     @classmethod
     def for_tier(cls, tier: TierConfig) -> CircuitBreaker:
@@ -432,6 +434,8 @@ class CircuitBreaker:
             self._window.clear()
             self._probes_started_s.clear()
         log.warning("circuit %s: %s -> %s (%s)", self.name, before.state, view.state, view.why)
+        if self.on_transition is not None:
+            self.on_transition(self.name, before.state, view.state)
 
 
 def circuit_views(circuits: Mapping[str, CircuitBreaker], now_s: float) -> dict[str, CircuitView]:

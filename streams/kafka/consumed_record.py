@@ -12,3 +12,5 @@ class ConsumedRecord:
     offset: int
     key: bytes | None
     value: bytes
+    #: Kafka headers as received (the trace context travels here)
+    headers: tuple[tuple[str, bytes], ...] | None = None

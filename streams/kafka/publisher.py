@@ -40,6 +40,8 @@ from schemas.codec import encode_avro, encode_json
 from schemas.errors import FallbackError
 from schemas.events import DeadLetter, Response
 from streams.kafka.consumed_record import ConsumedRecord
+from streams.observability import tracing
+from streams.observability.metrics import PrometheusMetrics
 from topics.catalog import TopicCatalog
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,9 @@ class Publisher:
             "dead_letter_fallbacks": self.dead_letter_fallbacks,
         }
 
+    #: this worker's metrics: every final response and dead letter passes here
+    metrics: PrometheusMetrics = field(default_factory=PrometheusMetrics)
+
     def delivery_problem(self) -> str | None:
         """Why offsets must not be committed, if an enqueued record was lost."""
         if not self.failed_deliveries:
@@ -164,7 +169,9 @@ class Publisher:
 
     async def _send(self, topic: str, key: str, value: bytes) -> Any:
         # Faust's ProducerT.send(topic, key, value, partition, timestamp, headers)
-        return await self.producer.send(topic, key.encode(), value, None, None, None)
+        return await self.producer.send(
+            topic, key.encode(), value, None, None, tracing.kafka_headers()
+        )
 
     async def enqueue_avro(self, topic: str, key: str, event: BaseModel) -> None:
         await self.enqueue(topic, key, encode_avro(event))
@@ -172,6 +179,8 @@ class Publisher:
     async def respond(self, response: Response) -> None:
         body = encode_avro(response) if self.response_format == "avro" else encode_json(response)
         await self.enqueue(self.topics.responses, response.request_id, body)
+        self.metrics.responded(response)
+        tracing.responded(response)
 
     async def dead_letter(
         self,
@@ -190,6 +199,7 @@ class Publisher:
         """
         key = request_id or f"{record.topic}-{record.offset}"
         letter = self._fitting_letter(record, reason, error_type, stage, request_id, key)
+        self.metrics.dead_lettered(stage, error_type)
         log.warning(
             "dead-lettered %s[%d]@%d at %s (%d bytes%s): %s",
             record.topic,

@@ -50,6 +50,7 @@ from mode import Service
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.offsets import InFlightRecord, OffsetTracker
 from streams.kafka.publisher import PublishError
+from streams.observability.tracing import traced
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,7 @@ class StageConsumer(Service):
                             message.offset,
                             message.key,
                             message.value or b"",
+                            message.headers,
                         )
                         entry = self.tracker.track(tp, message.offset)
                         stage.unfinished += 1
@@ -223,7 +225,7 @@ class StageConsumer(Service):
 
     async def _run(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
         try:
-            durable = await stage.handle(record)
+            durable = await traced(stage.name, record, stage.handle)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -67,7 +67,7 @@ def wait_for_sink(worker: WorkerProcess, responses: int, timeout_s: float = 60.0
     """The report reads ClickHouse: wait until the sink has written every response."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if worker.get("/metrics/")["sunk_responses"] >= responses:
+        if worker.get("/stats/")["sunk_responses"] >= responses:
             return
         time.sleep(0.2)
 

@@ -12,6 +12,7 @@ from streams.app import build_app
 from streams.config import FallbackConfig
 from streams.kafka.client_options import kafka_client_options
 from streams.kafka.topics import pipeline_topics
+from streams.observability import tracing
 from topics.declare import declare_topics
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class QuietWorker(faust.Worker):
 def run_worker(config: FallbackConfig, loglevel: str = "warning") -> None:
     """Blocks until the worker is stopped (SIGINT/SIGTERM)."""
     prepare_topics(config)
+    tracing.configure_from_env()  # off unless OTEL_TRACES_EXPORTER is set
     fallback = build_app(config)
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = QuietWorker(

@@ -25,6 +25,7 @@ from streams.evaluation.decision import (
     skipped_call,
 )
 from streams.kafka.consumed_record import ConsumedRecord
+from streams.observability import tracing
 from streams.stages.context import Pipeline
 from streams.stages.failed_call_log import failed_calls
 
@@ -42,7 +43,12 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord
     breaker = pipeline.circuits.get(tier.name)
     circuit = None if breaker is None else breaker.advance(time.monotonic())
     if call_may_start(circuit):
-        attempt = await attempt_call(adapter, tier, routed)
+        with (
+            tracing.attempt_span(tier.name, routed.request.request_id) as traced_attempt,
+            pipeline.prometheus.calling(tier.name),
+        ):
+            attempt = await attempt_call(adapter, tier, routed)
+            traced_attempt(attempt)
         if attempt.error_trigger is not None:
             failed_calls.failed(tier.name, attempt.error_trigger, attempt.model)
     else:
@@ -50,6 +56,7 @@ async def call_tier(pipeline: Pipeline, tier: TierConfig, record: ConsumedRecord
     await pipeline.publisher.enqueue_avro(
         pipeline.topics.attempts(tier.name), routed.request.request_id, attempt
     )
+    pipeline.prometheus.attempted(tier.name, attempt)
 
 
 async def attempt_call(adapter: ModelAdapter, tier: TierConfig, routed: RoutedRequest) -> Attempt:

@@ -24,6 +24,8 @@ from streams.evaluation.decision import Outcome
 from streams.evaluation.safety import SafetyScorer
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.publisher import Publisher
+from streams.observability import tracing
+from streams.observability.metrics import PrometheusMetrics
 from streams.state.recent_keys import RecentKeys
 from streams.state.tenant_spend import TenantSpendLedger, spend_window_key, table_spend
 from topics.catalog import TopicCatalog
@@ -74,6 +76,11 @@ class Pipeline:
     instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     spend_sequence: Iterator[int] = field(default_factory=itertools.count)
     spend_published_at: float = 0.0  # time.monotonic()
+
+    @property
+    def prometheus(self) -> PrometheusMetrics:
+        """This worker's metrics (the publisher holds them: every output passes there)."""
+        return self.publisher.metrics
 
     async def open(self) -> None:
         """Warm models (train/load) and open analytics before any event is consumed."""
@@ -166,6 +173,8 @@ class Pipeline:
         """
         for verdict in outcome.verdicts:
             await self.publisher.enqueue_avro(self.topics.verdicts, verdict.request_id, verdict)
+            self.prometheus.judged(verdict)
+            tracing.verdict_published(verdict)
         if outcome.forward is not None:
             forward = outcome.forward
             topic = self.topics.tier(forward.tier)

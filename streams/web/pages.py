@@ -6,7 +6,9 @@ of opening the database itself.
 
     GET /health/    readiness: partitions assigned, records in flight per stage
     GET /circuits/  each tier's circuit state
-    GET /metrics/   counters
+    GET /metrics    Prometheus metrics, text exposition format (also /metrics/;
+                    streams/web/metrics.py, docs/metrics.md)
+    GET /stats/     counters (JSON)
     GET /report/?since_minutes=N&tenant=T&tier=X   the analytics report (JSON)
     GET /report/series/            the report's series over time (streams/web/series.py)
     POST /sql/      read-only SQL on the analytics store, off by default (web/sql.py)
@@ -27,6 +29,7 @@ from faust.web import Request, Response, View
 from analytics.report import build_report
 from streams.kafka.stage_consumer import StageConsumer
 from streams.stages.context import Pipeline
+from streams.web.metrics import register_metrics_page
 from streams.web.series import register_series_page
 from streams.web.sql import register_sql_page
 
@@ -67,8 +70,8 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
     async def circuits(web: View, request: Request) -> Response:
         return web.json(circuit_states(pipeline))
 
-    @app.page("/metrics/")
-    async def metrics(web: View, request: Request) -> Response:
+    @app.page("/stats/")
+    async def stats(web: View, request: Request) -> Response:
         return web.json(
             {
                 **vars(pipeline.metrics),
@@ -84,6 +87,8 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
                 else {},
             }
         )
+
+    register_metrics_page(app, pipeline, stages)
 
     @app.page("/report/")
     async def report(web: View, request: Request) -> Response:

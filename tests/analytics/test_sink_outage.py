@@ -69,7 +69,7 @@ async def test_serving_goes_on_and_nothing_is_lost_or_doubled_through_an_outage(
             served = {"before": await serve_a_phase(harness, "before")}
 
             def failed_writes() -> int:
-                return int(worker.get("/metrics/")["analytics_sink"]["failed_writes"])
+                return int(worker.get("/stats/")["analytics_sink"]["failed_writes"])
 
             # Each fault lasts its phase, and until the sink met it twice (its
             # backoff may sleep through a short phase).
@@ -83,7 +83,7 @@ async def test_serving_goes_on_and_nothing_is_lost_or_doubled_through_an_outage(
             store.set_fault(ClickHouseFault.TOO_MANY_PARTS)
             served["too_many_parts"] = await serve_a_phase(harness, "parts")
             assert await wait_until(lambda: store.refused_inserts["too_many_parts"] >= 2, 30)
-            during = worker.get("/metrics/")
+            during = worker.get("/stats/")
             health_during = httpx.get(worker.url + "/health/", timeout=5).status_code
             store.set_fault(ClickHouseFault.OK)
             recovered_at = time.monotonic()
@@ -95,7 +95,7 @@ async def test_serving_goes_on_and_nothing_is_lost_or_doubled_through_an_outage(
             assert await wait_until(all_written, 30), store.inserted_rows("responses")[-3:]
             catch_up_s = time.monotonic() - recovered_at
             await asyncio.sleep(1.0)  # anything written twice would arrive by now
-            metrics = worker.get("/metrics/")
+            metrics = worker.get("/stats/")
             health_after = httpx.get(worker.url + "/health/", timeout=5).status_code
             log = worker.log_path.read_text(errors="replace")
 

@@ -142,7 +142,7 @@ async def test_a_request_near_a_megabyte_never_freezes_its_partition(
         while (await pipeline.committed_offsets(topic)).get(0) != last.offset + 1:
             assert time.monotonic() < deadline, "commits stopped on partition 0"
             await asyncio.sleep(0.5)
-        metrics = pipeline.worker.get("/metrics/")
+        metrics = pipeline.worker.get("/stats/")
         assert metrics["stalled"] == 0 and metrics["dead_letters_truncated"] == 3
         assert metrics["dead_letter_fallbacks"] == 0
         assert pipeline.worker.get("/health/")["ready"]

@@ -55,8 +55,8 @@ async def test_every_worker_sees_the_same_tenant_spend(
             totals: tuple[float, float] = (0.0, 0.0)
             while time.monotonic() < deadline:
                 totals = (
-                    table_total(one.get("/metrics/"), "shared"),
-                    table_total(two.get("/metrics/"), "shared"),
+                    table_total(one.get("/stats/"), "shared"),
+                    table_total(two.get("/stats/"), "shared"),
                 )
                 if totals == (pytest.approx(0.03), pytest.approx(0.03)):
                     break

@@ -60,7 +60,7 @@ async def test_circuit_opens_probes_and_closes(broker: EmbeddedBroker, tmp_path:
         assert pipeline.worker.get("/circuits/")["primary"]["state"] == "closed"
         recovered = await pipeline.ask()
         assert recovered.served_by == "primary" and len(recovered.attempts) == 1
-        report = pipeline.worker.get("/metrics/")
+        report = pipeline.worker.get("/stats/")
         assert report["circuits"]["primary"]["times_opened"] == 1
 
 

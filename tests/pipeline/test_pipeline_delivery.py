@@ -47,7 +47,7 @@ async def test_one_response_per_request_and_verdicts_match_clickhouse(
         records = await harness.read_topic(
             harness.client.topics.responses, until=len(wanted) + 5, timeout_s=5
         )
-        metrics = harness.worker.get("/metrics/")
+        metrics = harness.worker.get("/stats/")
         harness.worker.stop()  # releases the chDB directory
     per_request: dict[str, int] = {}
     for record in records:

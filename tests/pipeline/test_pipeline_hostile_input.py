@@ -458,7 +458,7 @@ async def test_hostile_input_every_readable_request_is_answered_once(
             f"not dead-lettered {len(unlettered)}; all answered in {answered_s:.1f} s"
         )
         print("kinds:", dict(sorted(kinds.items())))
-        metrics = pipeline.worker.get("/metrics/")
+        metrics = pipeline.worker.get("/stats/")
         counters = ("routed", "invalid", "duplicates", "stalled", "dead_letters_truncated")
         print("worker:", {name: metrics[name] for name in (*counters, "dead_letter_fallbacks")})
         assert not lost, f"no response for {lost[:10]}"

@@ -54,7 +54,7 @@ async def test_admission_pauses_the_router_and_every_request_is_still_served(
     async with harness_for(config, tmp_path) as harness:
         requests = [harness.new_request({"primary": "sleep:50"}) for _ in range(40)]
         responses = await harness.ask_many(requests, timeout_s=60)
-        metrics = harness.worker.get("/metrics/")
+        metrics = harness.worker.get("/stats/")
     assert [r.status for r in responses] == ["served"] * 40
     # The tier's queue went past 3 while it ran two calls at a time: the router
     # paused, and resumed, or not every request would have been answered.

@@ -151,7 +151,7 @@ async def test_a_flood_of_bad_requests_leaves_other_tenants_unchanged(
             during.sort(key=lambda r: order[r.request_id])
 
             changed = sum(served(a) != served(b) for a, b in zip(alone, during, strict=True))
-            opened = pipeline.worker.get("/metrics/")["circuits"]
+            opened = pipeline.worker.get("/stats/")["circuits"]
             print(
                 f"tenant isolation: good {len(during)} requests, {changed} answered differently "
                 f"under a flood of {len(evil)} bad requests; circuits opened "

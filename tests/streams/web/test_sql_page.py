@@ -69,7 +69,7 @@ async def test_select_through_the_worker_and_what_is_refused(
         for script in ({}, {"primary": "error"}, {}):
             await harness.ask(script)
         deadline = time.monotonic() + 30
-        while worker.get("/metrics/")["sunk_responses"] < 3 and time.monotonic() < deadline:
+        while worker.get("/stats/")["sunk_responses"] < 3 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         url = f"{worker.url}/sql/"
         select = {
