@@ -86,6 +86,31 @@ def worker(
         raise typer.Exit(2) from None
 
 
+@cli.command()
+def gateway(
+    config: ConfigOption,
+    bootstrap: BootstrapOption = None,
+    loglevel: Annotated[str, typer.Option(help="debug|info|warning|error")] = "warning",
+) -> None:
+    """Run the OpenAI-compatible HTTP gateway onto the pipeline (docs/gateway.md)."""
+    import logging
+
+    from streams.gateway.server import run_gateway
+
+    settings = load(config, bootstrap)
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if settings.gateway is not None:
+        host, port = settings.gateway.host, settings.gateway.port
+        err_console.print(f"gateway on [bold]http://{host}:{port}/v1[/bold] (Ctrl-C stops)")
+    try:
+        run_gateway(settings)
+    except FallbackError as exc:  # no gateway: section, a key's env var unset, ...
+        err_console.print(f"[red]cannot start the gateway:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
 @cli.command("check-config")
 def check_config(config: ConfigOption) -> None:
     """Validate a config file and print the tiers in priority order."""
