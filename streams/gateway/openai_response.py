@@ -6,8 +6,9 @@
                  "type": "server_error", "code": "unavailable", "attempts": [per tier]}}
     invalid      400 {"error": {"message": "Invalid request: ...", "code": "invalid_request"}}
 
-Headers on every outcome: x-fallback-request-id, x-fallback-attempts, and
-x-fallback-served-by when a tier served.
+Headers on every outcome: x-fallback-request-id, x-fallback-attempts, the
+pipeline's own x-fallback-latency-ms (created_at -> decision) and
+x-fallback-cost-usd, and x-fallback-served-by when a tier served.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ def fallback_headers(response: Response) -> dict[str, str]:
     headers = {
         "x-fallback-request-id": response.request_id,
         "x-fallback-attempts": str(len(response.attempts)),
+        "x-fallback-latency-ms": f"{response.latency_ms:.1f}",
+        "x-fallback-cost-usd": f"{response.cost_usd:.6f}",
     }
     if response.served_by is not None:
         headers["x-fallback-served-by"] = response.served_by
