@@ -48,10 +48,9 @@ def openai_tier(name: str, server: FakeOpenAIServer) -> dict[str, Any]:
             "kind": "openai_chat",
             "base_url": server.base_url,
             "model": f"fake-{name}",
-            "first_token_timeout_ms": 400,
-            "stall_timeout_ms": 400,
         },
-        "timeout_ms": 2000,
+        # Generous: a first call on a loaded machine must not fall back by accident.
+        "timeout_ms": 5000,
         "max_in_flight": 50,
         "default_confidence": 0.9,
         "accept": {"min_confidence": 0.5, "quality": [{"check": "non_empty"}]},
@@ -84,6 +83,8 @@ def gateway_section(replica_index: int) -> dict[str, Any]:
         "max_timeout_ms": 30_000,
         "replica_index": replica_index,
         "replica_count": 2,
+        # Replica 1 starts a waiting stream after 300 ms (keep-alives, then the answer).
+        "stream_keepalive_ms": 300 if replica_index == 1 else None,
     }
 
 

@@ -44,12 +44,13 @@ async def test_served_completion(gateway_stack: GatewayStack) -> None:
             model="fallback", messages=QUESTION, max_tokens=64, temperature=0.2
         )
     completion = raw.parse()
-    assert completion.choices[0].message.content == PRIMARY_REPLY
+    request_id = raw.headers["x-fallback-request-id"]
+    response = await asyncio.wait_for(gateway_stack.harness.expect(request_id), 10)
+    assert completion.choices[0].message.content == PRIMARY_REPLY, response.attempts
     assert completion.choices[0].finish_reason == "stop"
     assert completion.model == "fake-primary"
     assert raw.headers["x-fallback-served-by"] == "primary"
     assert raw.headers["x-fallback-attempts"] == "1"
-    request_id = raw.headers["x-fallback-request-id"]
     assert request_id.startswith("gw0-") and completion.id == f"chatcmpl-{request_id}"
     # The mapping: messages and the sampling fields reached the model.
     upstream = gateway_stack.primary.requests[-1].body
@@ -57,7 +58,7 @@ async def test_served_completion(gateway_stack: GatewayStack) -> None:
     assert upstream["messages"] == QUESTION
     assert upstream["max_tokens"] == 64 and upstream["temperature"] == 0.2
     # The tenant is the key's, and the pipeline's response is the one we got.
-    response = await asyncio.wait_for(gateway_stack.harness.expect(request_id), 10)
+    assert raw.headers["x-fallback-latency-ms"] == f"{response.latency_ms:.1f}"
     assert response.tenant == "acme" and response.served_by == "primary"
 
 
@@ -125,6 +126,46 @@ async def test_streaming_an_unavailable_answer_keeps_its_status(
     assert raised.value.status_code == 503
 
 
+async def test_a_long_stream_gets_keep_alives_then_the_answer(
+    gateway_stack: GatewayStack,
+) -> None:
+    """Replica 1 starts waiting streams after 300 ms (gateway.stream_keepalive_ms)."""
+    async with gateway_stack.client(replica=1) as client:
+        stream = await client.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": "sleep:1000 hi"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == "echo: sleep:1000 hi"
+    async with httpx.AsyncClient(timeout=10) as http:
+        raw = await http.post(
+            gateway_stack.gateways[1].base_url + "/chat/completions",
+            headers={"Authorization": f"Bearer {GLOBEX_KEY}"},
+            json={
+                "model": "echo",
+                "stream": True,
+                "messages": [{"role": "user", "content": "sleep:1000 x"}],
+            },
+        )
+    assert raw.status_code == 200
+    assert raw.text.startswith(": keep-alive\n\n") and raw.text.endswith("data: [DONE]\n\n")
+
+
+async def test_a_started_stream_that_fails_ends_with_an_error_event(
+    gateway_stack: GatewayStack,
+) -> None:
+    async with gateway_stack.client(replica=1) as client:
+        stream = await client.chat.completions.create(
+            model="echo",
+            messages=[{"role": "user", "content": "sleep:3000 too slow"}],
+            stream=True,
+            extra_headers={"X-Request-Timeout-Ms": "1000"},
+        )
+        with pytest.raises(openai.APIError) as raised:
+            _ = [chunk async for chunk in stream]
+    assert "deadline" in raised.value.message
+    assert isinstance(raised.value.body, dict) and raised.value.body["code"] == "deadline_exceeded"
+
+
 async def test_bad_key_is_401_and_no_key_is_401(gateway_stack: GatewayStack) -> None:
     async with gateway_stack.client(key=BAD_KEY) as client:
         with pytest.raises(openai.AuthenticationError) as raised:
@@ -158,6 +199,35 @@ async def test_unsupported_field_is_400_naming_it(gateway_stack: GatewayStack) -
             await client.chat.completions.create(model="fallback", messages=QUESTION, tools=tools)
     assert raised.value.body["param"] == "tools"  # type: ignore[index]
     assert gateway_stack.primary.request_count == 0
+
+
+async def test_a_body_above_max_request_bytes_is_413(gateway_stack: GatewayStack) -> None:
+    limit = gateway_stack.harness.config.worker.max_request_bytes
+    huge = [{"role": "user", "content": "x" * limit}]
+    async with gateway_stack.client() as client:
+        with pytest.raises(openai.APIStatusError) as raised:
+            await client.chat.completions.create(model="fallback", messages=huge)
+    assert raised.value.status_code == 413
+    assert isinstance(raised.value.body, dict) and "message" in raised.value.body
+
+
+async def test_a_caller_that_hangs_up_stops_waiting(gateway_stack: GatewayStack) -> None:
+    gateway = gateway_stack.gateways[1]
+    late_before = gateway.health()["late_responses"]
+    async with httpx.AsyncClient(timeout=0.5) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(
+                gateway.base_url + "/chat/completions",
+                headers={"Authorization": f"Bearer {GLOBEX_KEY}"},
+                json={"model": "echo", "messages": [{"role": "user", "content": "sleep:1500 x"}]},
+            )
+    await asyncio.sleep(0.3)
+    assert gateway.health()["waiting"] == 0  # the call left when the client did
+    for _ in range(50):
+        if gateway.health()["late_responses"] > late_before:
+            break
+        await asyncio.sleep(0.1)
+    assert gateway.health()["late_responses"] == late_before + 1
 
 
 async def test_named_chain_tags_and_metadata(gateway_stack: GatewayStack) -> None:
@@ -263,6 +333,13 @@ async def test_200_concurrent_calls_through_two_replicas(gateway_stack: GatewayS
 async def test_no_key_in_any_log_topic_or_row(gateway_stack: GatewayStack) -> None:
     """Last: it stops the worker to read chDB.  Every key was presented above
     (the bad one too); none may appear anywhere the gateway or pipeline writes."""
+    # Every key presented at least once more here, so this test stands alone too.
+    for replica, key in enumerate(ALL_KEYS):
+        async with gateway_stack.client(replica % 2, key=key) as client:
+            try:
+                await client.chat.completions.create(model="echo", messages=QUESTION)
+            except (openai.AuthenticationError, openai.RateLimitError) as refused:
+                assert refused.status_code == 429 or key == BAD_KEY
     harness = gateway_stack.harness
     topics = harness.client.topics
     names = [topics.requests, topics.responses, topics.verdicts, topics.dlq]
@@ -270,8 +347,8 @@ async def test_no_key_in_any_log_topic_or_row(gateway_stack: GatewayStack) -> No
         names += [topics.tier(tier), topics.attempts(tier)]
     values: list[bytes] = []
     for name in names:
-        values += [r.value for r in await harness.read_topic(name, until=10**6, timeout_s=2)]
-    assert len(values) > 400
+        values += [r.value for r in await harness.read_topic(name, until=10**6, timeout_s=1)]
+    assert values
     texts = [gateway.log_path.read_text(errors="replace") for gateway in gateway_stack.gateways]
     assert all("DEBUG" in text for text in texts), "the gateways did log at debug level"
     texts += [harness.worker.log_path.read_text(errors="replace")]
@@ -287,7 +364,7 @@ async def test_no_key_in_any_log_topic_or_row(gateway_stack: GatewayStack) -> No
         ]
     finally:
         backend.close()
-    assert len(rows) > 400
+    assert rows
     for key in ALL_KEYS:
         for needle in (key, key[-16:]):
             assert not any(needle.encode() in value for value in values), "key in a topic"
