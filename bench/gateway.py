@@ -11,7 +11,8 @@ broker, the workers, the gateway and the generator).  `latency_ms` comes back
 in the `x-fallback-latency-ms` header: from the request's `created_at`, which
 the gateway stamps on receipt, to the evaluator's decision.  So the overhead
 is the HTTP exchange, the gateway's parsing and encoding, and the response's
-hop over `<prefix>responses` to the gateway.
+hop over `<prefix>responses` to the gateway; the gateway's `Server-Timing`
+header gives that hop per call, so the row splits the two.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class HttpLoad:
     statuses: dict[int, int] = field(default_factory=dict)
     round_trips_ms: list[float] = field(default_factory=list)
     overheads_ms: list[float] = field(default_factory=list)
+    #: the responses topic's hop (Server-Timing), part of the overhead
+    hops_ms: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
 
     def describe(self) -> str:
@@ -68,8 +71,20 @@ async def one_call(session: aiohttp.ClientSession, url: str, load: HttpLoad) -> 
                 load.round_trips_ms.append(round_trip_ms)
                 pipeline_ms = float(response.headers["x-fallback-latency-ms"])
                 load.overheads_ms.append(round_trip_ms - pipeline_ms)
+                load.hops_ms.append(
+                    server_timing(response.headers["Server-Timing"])["responses-hop"]
+                )
     except aiohttp.ClientError:
         load.statuses[-1] = load.statuses.get(-1, 0) + 1
+
+
+def server_timing(header: str) -> dict[str, float]:
+    """`pipeline;dur=12.3, responses-hop;dur=4.1` -> {"pipeline": 12.3, ...}"""
+    timings = {}
+    for metric in header.split(","):
+        name, _, duration = metric.strip().partition(";dur=")
+        timings[name] = float(duration)
+    return timings
 
 
 def session_for(connections: int) -> aiohttp.ClientSession:
@@ -122,10 +137,14 @@ def cpu_seconds(pid: int) -> float:
 def overhead_row(label: str, load: HttpLoad) -> Row:
     p50, p99 = quantile(load.overheads_ms, 0.5), quantile(load.overheads_ms, 0.99)
     rt50, rt99 = quantile(load.round_trips_ms, 0.5), quantile(load.round_trips_ms, 0.99)
+    hop50, hop99 = quantile(load.hops_ms, 0.5), quantile(load.hops_ms, 0.99)
+    own = [o - h for o, h in zip(load.overheads_ms, load.hops_ms, strict=True)]
     lost = load.sent - load.served
     return Row(
         label,
-        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (round trip p50 {rt50:.1f}, p99 {rt99:.1f})"
+        f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (round trip p50 {rt50:.1f}, p99 {rt99:.1f}); "
+        f"of it the responses hop p50 {hop50:.1f}, p99 {hop99:.1f}, the HTTP side "
+        f"p50 {quantile(own, 0.5):.1f}, p99 {quantile(own, 0.99):.1f}"
         + (f" ({lost} not served)" if lost else ""),
         "p99 <= 5 ms" if "light" in label else "",
         (p99 <= 5 and lost == 0) if "light" in label else None,

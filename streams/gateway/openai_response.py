@@ -8,7 +8,8 @@
 
 Headers on every outcome: x-fallback-request-id, x-fallback-attempts, the
 pipeline's own x-fallback-latency-ms (created_at -> decision) and
-x-fallback-cost-usd, and x-fallback-served-by when a tier served.
+x-fallback-cost-usd, and x-fallback-served-by when a tier served; answers also
+carry Server-Timing (pipeline, and the responses hop back to the gateway).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from schemas.events import UNAVAILABLE_MESSAGE, Response
 from streams.gateway.errors import ApiError
 
 
-def fallback_headers(response: Response) -> dict[str, str]:
+def fallback_headers(response: Response, hop_ms: float | None = None) -> dict[str, str]:
     headers = {
         "x-fallback-request-id": response.request_id,
         "x-fallback-attempts": str(len(response.attempts)),
@@ -29,6 +30,12 @@ def fallback_headers(response: Response) -> dict[str, str]:
     }
     if response.served_by is not None:
         headers["x-fallback-served-by"] = response.served_by
+    if hop_ms is not None:
+        # The standard way to say where the time went: the pipeline, then the
+        # responses topic's hop back to this gateway.
+        headers["Server-Timing"] = (
+            f"pipeline;dur={response.latency_ms:.1f}, responses-hop;dur={hop_ms:.1f}"
+        )
     return headers
 
 

@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass
 
 from schemas.backoff import Backoff, retry_async
-from schemas.events import Request, Response
+from schemas.events import Request
 from streams.config import FallbackConfig
 from streams.gateway.request_ids import RequestIdMinter, owned_partitions
-from streams.gateway.response_waiters import ResponseWaiters
+from streams.gateway.response_waiters import Arrival, ResponseWaiters
 from streams.kafka.client_options import kafka_client_options
 from streams.kafka.topics import pipeline_topics
 from streams.ops.client import FallbackClient
@@ -92,7 +92,7 @@ class PipelineLink:
         assert self.minter is not None, "start() first"
         return self.minter.new()
 
-    async def call(self, request: Request, wait_s: float) -> Response:
+    async def call(self, request: Request, wait_s: float) -> Arrival:
         """Send `request` and wait at most `wait_s` for its response."""
         waiter = self.waiters.expect(request.request_id)
         try:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from schemas.codec import decode_response
@@ -29,6 +30,20 @@ log = logging.getLogger(__name__)
 REMEMBERED_IDS = 100_000
 
 Ended = Literal["answered", "left"]
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """A call's response and when it reached this gateway."""
+
+    response: Response
+    arrived_at: datetime
+
+    @property
+    def hop_ms(self) -> float:
+        """From the pipeline's decision to this gateway: the responses topic's hop
+        (one clock on one host; across hosts, clock skew is in it too)."""
+        return (self.arrived_at - self.response.completed_at).total_seconds() * 1000
 
 
 @dataclass
@@ -44,12 +59,12 @@ class ResponseWaiters:
     def __init__(self, response_format: str, remembered: int = REMEMBERED_IDS) -> None:
         self.response_format = response_format
         self.remembered = remembered
-        self.waiting: dict[str, asyncio.Future[Response]] = {}
+        self.waiting: dict[str, asyncio.Future[Arrival]] = {}
         self.ended: OrderedDict[str, Ended] = OrderedDict()
         self.counts = WaiterCounts()
 
-    def expect(self, request_id: str) -> asyncio.Future[Response]:
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+    def expect(self, request_id: str) -> asyncio.Future[Arrival]:
+        future: asyncio.Future[Arrival] = asyncio.get_running_loop().create_future()
         self.waiting[request_id] = future
         return future
 
@@ -81,7 +96,7 @@ class ResponseWaiters:
         self._end(request_id, "answered")
         self.counts.delivered += 1
         if not future.done():
-            future.set_result(response)
+            future.set_result(Arrival(response, datetime.now(UTC)))
 
     def _unclaimed(self, request_id: str) -> None:
         ended = self.ended.get(request_id)

@@ -44,6 +44,7 @@ from streams.gateway.openai_response import (
     outcome_error,
 )
 from streams.gateway.pipeline_link import DeadlinePassed, NotQueued, PipelineLink
+from streams.gateway.response_waiters import Arrival
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class GatewayRoutes:
         except ValueError:
             raise invalid_request("The request body is not valid JSON.") from None
 
-    async def outcome(self, call: Any, wait_s: float, timeout_ms: int) -> Response:
+    async def outcome(self, call: Any, wait_s: float, timeout_ms: int) -> Arrival:
         try:
             return await self.link.call(call, wait_s)
         except DeadlinePassed:
@@ -174,16 +175,18 @@ class GatewayRoutes:
             raise not_queued(call.request_id) from None
 
     @staticmethod
-    def answer(response: Response) -> web.Response:
+    def answer(arrival: Arrival) -> web.Response:
+        response = arrival.response
         if response.status != "served":
             raise outcome_error(response)
-        return web.json_response(completion(response), headers=fallback_headers(response))
+        headers = fallback_headers(response, arrival.hop_ms)
+        return web.json_response(completion(response), headers=headers)
 
     async def stream(
         self,
         request: web.Request,
         body: ChatCompletionBody,
-        outcome: asyncio.Future[Response],
+        outcome: asyncio.Future[Arrival],
         request_id: str,
     ) -> web.StreamResponse:
         """SSE once the answer is accepted: the pipeline never serves a partial answer,
@@ -202,7 +205,7 @@ class GatewayRoutes:
             await sse.write(b": keep-alive\n\n")
             await asyncio.wait({outcome}, timeout=keepalive_ms / 1000)
         try:
-            response = outcome.result()
+            response = outcome.result().response
             if response.status != "served":
                 raise outcome_error(response)
         except ApiError as exc:
@@ -214,11 +217,13 @@ class GatewayRoutes:
         return sse
 
     async def stream_answer(
-        self, request: web.Request, response: Response, include_usage: bool
+        self, request: web.Request, arrival: Arrival, include_usage: bool
     ) -> web.StreamResponse:
+        response = arrival.response
         if response.status != "served":
             raise outcome_error(response)
-        sse = web.StreamResponse(headers={**SSE_HEADERS, **fallback_headers(response)})
+        headers = {**SSE_HEADERS, **fallback_headers(response, arrival.hop_ms)}
+        sse = web.StreamResponse(headers=headers)
         await sse.prepare(request)
         await self.write_chunks(sse, response, include_usage)
         return sse

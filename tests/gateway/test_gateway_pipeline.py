@@ -59,6 +59,8 @@ async def test_served_completion(gateway_stack: GatewayStack) -> None:
     assert upstream["max_tokens"] == 64 and upstream["temperature"] == 0.2
     # The tenant is the key's, and the pipeline's response is the one we got.
     assert raw.headers["x-fallback-latency-ms"] == f"{response.latency_ms:.1f}"
+    timing = raw.headers["Server-Timing"]
+    assert timing.startswith(f"pipeline;dur={response.latency_ms:.1f}, responses-hop;dur=")
     assert response.tenant == "acme" and response.served_by == "primary"
 
 
