@@ -68,6 +68,7 @@ class PipelineLink:
         await self.client.listen_from_now(owned)
         self.state = LinkState(partitions, owned)
         self._reader = asyncio.create_task(self._read_responses(), name="gateway-responses")
+        self._reader.add_done_callback(self._reader_ended)
         log.info(
             "gateway reads partitions %s of %d of %s", owned, partitions, self.topics.responses
         )
@@ -110,6 +111,12 @@ class PipelineLink:
         finally:
             if not waiter.done() or waiter.cancelled():
                 self.waiters.leave(request.request_id)
+
+    @staticmethod
+    def _reader_ended(reader: asyncio.Task[None]) -> None:
+        if not reader.cancelled() and reader.exception() is not None:
+            # /health turns 503 and every waiting call meets its deadline.
+            log.error("the response reader stopped: %r", reader.exception())
 
     async def _read_responses(self) -> None:
         consumer = self.client.consumer

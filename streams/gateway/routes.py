@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from schemas.events import Response
+from schemas.events import Request, Response
 from streams.config.models import GatewayConfig
 from streams.gateway.errors import (
     ApiError,
@@ -166,7 +166,7 @@ class GatewayRoutes:
         except ValueError:
             raise invalid_request("The request body is not valid JSON.") from None
 
-    async def outcome(self, call: Any, wait_s: float, timeout_ms: int) -> Arrival:
+    async def outcome(self, call: Request, wait_s: float, timeout_ms: int) -> Arrival:
         try:
             return await self.link.call(call, wait_s)
         except DeadlinePassed:
