@@ -12,7 +12,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from aiokafka.errors import KafkaError
+
 from schemas.backoff import Backoff, retry_async
+from schemas.errors import FallbackError
 from schemas.events import Request
 from streams.config import FallbackConfig
 from streams.gateway.request_ids import RequestIdMinter, owned_partitions
@@ -27,11 +30,15 @@ log = logging.getLogger(__name__)
 READ_BACKOFF = Backoff(initial_s=0.1, max_s=5.0)
 
 
-class NotQueued(Exception):
+class KafkaUnreachable(FallbackError):
+    """The gateway could not start its Kafka side (start-up fails with this)."""
+
+
+class NotQueued(FallbackError):
     """The broker did not take the request."""
 
 
-class DeadlinePassed(Exception):
+class DeadlinePassed(FallbackError):
     """No response before the call's deadline."""
 
 
@@ -54,6 +61,14 @@ class PipelineLink:
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except KafkaError as exc:
+            await self.stop()
+            servers = self.config.kafka.bootstrap_servers
+            raise KafkaUnreachable(f"cannot start on Kafka at {servers}: {exc}") from exc
+
+    async def _start(self) -> None:
         # Declared here too: a gateway may start before any worker, and Tansu
         # (or Kafka with auto-create) would make the topics with its own counts.
         wanted = [

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from schemas.errors import ConfigError
 from streams.config import FallbackConfig
+from streams.config.models import GatewayConfig
 from streams.gateway.keys import KeyRing
 from streams.gateway.limits import KeyLimits
 from streams.gateway.pipeline_link import PipelineLink
@@ -53,15 +54,13 @@ def build_gateway(config: FallbackConfig) -> web.Application:
     return app
 
 
-def run_gateway(config: FallbackConfig) -> None:
-    """Blocks until SIGINT/SIGTERM."""
-    app = build_gateway(config)
-    assert config.gateway is not None
-    log.info("gateway listening on http://%s:%d", config.gateway.host, config.gateway.port)
+def run_gateway(app: web.Application, gateway: GatewayConfig) -> None:
+    """Serve `app` (from `build_gateway`); blocks until SIGINT/SIGTERM."""
+    log.info("gateway listening on http://%s:%d", gateway.host, gateway.port)
     web.run_app(
         app,
-        host=config.gateway.host,
-        port=config.gateway.port,
+        host=gateway.host,
+        port=gateway.port,
         access_log=None,  # no per-request log line (and so no header in any log)
         handler_cancellation=True,  # a caller that hangs up stops waiting: its response is late
         shutdown_timeout=SHUTDOWN_GRACE_S,

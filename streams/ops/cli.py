@@ -95,19 +95,22 @@ def gateway(
     """Run the OpenAI-compatible HTTP gateway onto the pipeline (docs/gateway.md)."""
     import logging
 
-    from streams.gateway.server import run_gateway
+    from rich.markup import escape
+
+    from streams.gateway.server import build_gateway, run_gateway
 
     settings = load(config, bootstrap)
     logging.basicConfig(
         level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    if settings.gateway is not None:
+    try:
+        app = build_gateway(settings)  # no gateway: section, a key's env var unset, ...
+        assert settings.gateway is not None
         host, port = settings.gateway.host, settings.gateway.port
         err_console.print(f"gateway on [bold]http://{host}:{port}/v1[/bold] (Ctrl-C stops)")
-    try:
-        run_gateway(settings)
-    except FallbackError as exc:  # no gateway: section, a key's env var unset, ...
-        err_console.print(f"[red]cannot start the gateway:[/red] {exc}")
+        run_gateway(app, settings.gateway)
+    except FallbackError as exc:
+        err_console.print(f"[red]cannot start the gateway:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
