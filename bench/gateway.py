@@ -2,7 +2,9 @@
 
     5.  gateway overhead = HTTP round trip - the pipeline's latency_ms, p50/p99,
         at a light load (5) and at half of the gateway's capacity (5a)
-    5b. served requests/s through one gateway process, closed loop
+    5b. served requests/s through one gateway process, closed loop, and the
+        gateway's CPU per call (the pipeline, not the gateway, bounds the rate
+        here: its CPU per call says what one gateway core could carry)
 
 One instant tier, the same worker processes as figure 1, one gateway child
 process.  The load generator is aiohttp's client in this process (cheaper per
@@ -187,7 +189,8 @@ async def gateway_figures(
         rows.append(
             Row(
                 f"5b. served req/s through one gateway ({processes} worker(s))",
-                f"{rate:,.0f} req/s{share}; gateway CPU {cores:.2f} cores",
+                f"{rate:,.0f} req/s{share}; gateway CPU {cores:.2f} cores "
+                f"= {cores / max(rate, 1e-9) * 1000:.2f} ms per call",
                 ">= 50% of figure 1" if pipeline_rate else "(run with figure 1 for the ratio)",
                 rate >= pipeline_rate / 2 if pipeline_rate else None,
             )

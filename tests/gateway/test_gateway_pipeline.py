@@ -271,7 +271,10 @@ async def test_in_flight_limit_is_429(gateway_stack: GatewayStack) -> None:
                 model="echo", messages=[{"role": "user", "content": "sleep:1500 wait"}]
             )
         )
-        await asyncio.sleep(0.5)
+        for _ in range(100):  # until the slow call holds the key's one slot
+            if gateway_stack.gateways[0].health()["waiting"]:
+                break
+            await asyncio.sleep(0.05)
         with pytest.raises(openai.RateLimitError) as raised:
             await client.chat.completions.create(model="echo", messages=QUESTION)
         assert raised.value.response.headers["Retry-After"] == "1"
