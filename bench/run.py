@@ -1,6 +1,6 @@
 """`make bench`: start the embedded broker, run every figure, print a summary table.
 
-    python -m bench.run [--only 1,1a,1b,3,4] [--workers N] [--profile DIR]
+    python -m bench.run [--only 1,1a,1b,3,4,5] [--workers N] [--profile DIR]
 
 Figures are printed, never asserted.  Each figure runs its own worker process
 (own topics and consumer group) against one shared embedded broker.
@@ -23,6 +23,7 @@ from bench.figures import (
     littles_law,
     throughput,
 )
+from bench.gateway import gateway_figures
 from bench.harness import workdir
 from streams.ops.broker import running_broker
 
@@ -42,6 +43,7 @@ async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]
     rows: list[Row] = []
     directory = workdir()
     profiler = Profiler(profile)
+    pipeline_rate: float | None = None
     with running_broker() as broker:
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"broker {broker.bootstrap_servers}, scratch {directory}")
@@ -52,6 +54,7 @@ async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]
                 broker, directory, analytics=False, processes=processes, profiler=profiler
             )
             rows.extend(found)
+            pipeline_rate = rate
             print("figure 2b: the broker's floor at figure 2's rate (workers stopped)")
             rows.extend(await latency_floor(broker, rate / 2))
         if "1a" in only and processes > 1:
@@ -73,12 +76,15 @@ async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]
         if "4" in only:
             print("figure 4: 200 ms model, 200 in flight")
             rows.extend(await littles_law(broker, directory, processes))
+        if "5" in only:
+            print(f"figure 5: the HTTP gateway, instant model, {processes} worker(s)")
+            rows.extend(await gateway_figures(broker, directory, processes, pipeline_rate))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="1,1a,1b,3,4", help="figures to run (2 runs with 1)")
+    parser.add_argument("--only", default="1,1a,1b,3,4,5", help="figures to run (2 runs with 1)")
     parser.add_argument(
         "--workers",
         type=int,

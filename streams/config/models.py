@@ -353,6 +353,84 @@ class SafetyConfig(Strict):
     deny_patterns: list[str] = Field(default_factory=list)
 
 
+# -------------------------------------------------------------- gateway ----
+
+
+class GatewayKeyConfig(Strict):
+    """One API key of the HTTP gateway: who it belongs to, never what it is."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="label in logs and metrics")
+    tenant: str = Field(min_length=1, max_length=128)
+    key_env: str | None = Field(default=None, description="env var holding the key")
+    key_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the key"
+    )
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    max_in_flight: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewayKeyConfig:
+        if (self.key_env is None) == (self.key_sha256 is None):
+            raise ValueError(f"key {self.name}: give exactly one of key_env and key_sha256")
+        return self
+
+    def key(self) -> SecretStr | None:
+        return secret_from_env(self.key_env, f"gateway.keys[{self.name}].key_env")
+
+
+class GatewayChainConfig(Strict):
+    """A model name for part of the tier chain: the tags it adds select policy rules."""
+
+    tags: list[str] = Field(min_length=1)
+
+
+class GatewayConfig(Strict):
+    """The OpenAI-compatible HTTP gateway (`fallback gateway`, docs/gateway.md)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    model: str = Field(
+        default="fallback", min_length=1, max_length=128, description="the whole tier chain"
+    )
+    chains: dict[str, GatewayChainConfig] = Field(default_factory=dict)
+    keys: list[GatewayKeyConfig] = Field(min_length=1)
+    default_timeout_ms: int = Field(default=30_000, gt=0)
+    max_timeout_ms: int = Field(default=120_000, gt=0)
+    stream_keepalive_ms: int | None = Field(
+        default=None,
+        gt=0,
+        description="start a waiting stream after this long and send keep-alive comments "
+        "(the status is then 200 and a failure arrives as an error event)",
+    )
+    replica_index: int = Field(default=0, ge=0)
+    replica_count: int = Field(default=1, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _check(self) -> GatewayConfig:
+        if self.default_timeout_ms > self.max_timeout_ms:
+            raise ValueError(
+                f"gateway.default_timeout_ms ({self.default_timeout_ms}) is above "
+                f"gateway.max_timeout_ms ({self.max_timeout_ms})"
+            )
+        if self.replica_index >= self.replica_count:
+            raise ValueError(
+                f"gateway.replica_index ({self.replica_index}) must be below "
+                f"gateway.replica_count ({self.replica_count})"
+            )
+        if self.model in self.chains:
+            raise ValueError(f"gateway.chains: {self.model!r} is already gateway.model")
+        for what in ("name", "key_env", "key_sha256"):
+            values = [getattr(k, what) for k in self.keys if getattr(k, what) is not None]
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            if repeated:
+                shown = repeated if what == "name" else [f"{len(repeated)} value(s)"]
+                raise ValueError(f"gateway.keys: {what} must be unique, repeated: {shown}")
+        return self
+
+    def model_names(self) -> list[str]:
+        return [self.model, *self.chains]
+
+
 # ---------------------------------------------------------------- root -----
 
 
@@ -364,6 +442,7 @@ class FallbackConfig(Strict):
     budgets: BudgetsConfig = BudgetsConfig()
     policy: PolicyConfig = PolicyConfig()
     safety: SafetyConfig = SafetyConfig()
+    gateway: GatewayConfig | None = None
 
     @model_validator(mode="after")
     def _data_paths_follow_data_dir(self) -> FallbackConfig:
@@ -394,6 +473,15 @@ class FallbackConfig(Strict):
                 )
         if all(tier.restricted for tier in self.tiers):
             raise ValueError("tiers: at least one tier must not be restricted")
+        if self.gateway is not None:
+            rule_tags = {tag for rule in self.policy.rules for tag in rule.tags}
+            for chain, settings in self.gateway.chains.items():
+                unmatched = [tag for tag in settings.tags if tag not in rule_tags]
+                if unmatched:
+                    raise ValueError(
+                        f"gateway.chains.{chain}: tags {unmatched} match no policy.rules[].tags, "
+                        "so this model name would be the whole chain"
+                    )
         return self
 
     @property

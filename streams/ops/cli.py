@@ -108,6 +108,34 @@ def worker(
         raise typer.Exit(2) from None
 
 
+@cli.command()
+def gateway(
+    config: ConfigOption,
+    bootstrap: BootstrapOption = None,
+    loglevel: Annotated[str, typer.Option(help="debug|info|warning|error")] = "warning",
+) -> None:
+    """Run the OpenAI-compatible HTTP gateway onto the pipeline (docs/gateway.md)."""
+    import logging
+
+    from rich.markup import escape
+
+    from streams.gateway.server import build_gateway, run_gateway
+
+    settings = load(config, bootstrap)
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        app = build_gateway(settings)  # no gateway: section, a key's env var unset, ...
+        assert settings.gateway is not None
+        host, port = settings.gateway.host, settings.gateway.port
+        err_console.print(f"gateway on [bold]http://{host}:{port}/v1[/bold] (Ctrl-C stops)")
+        run_gateway(app, settings.gateway)
+    except FallbackError as exc:
+        err_console.print(f"[red]cannot start the gateway:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+
 @cli.command("check-config")
 def check_config(config: ConfigOption) -> None:
     """Validate a config file and print the tiers in priority order."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -52,8 +52,9 @@ class FallbackClient:
         if self.consumer is not None:
             await self.consumer.stop()
 
-    async def listen_from_now(self) -> None:
-        """Start reading responses from the current end (call before sending)."""
+    async def listen_from_now(self, only: Collection[int] | None = None) -> None:
+        """Start reading responses from the current end (call before sending);
+        with `only`, just those partitions of the responses topic."""
         consumer = AIOKafkaConsumer(
             **self.options, enable_auto_commit=False, fetch_max_wait_ms=self.fetch_max_wait_ms
         )
@@ -65,6 +66,8 @@ class FallbackClient:
             await asyncio.sleep(0.1)
             await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(self.topics.responses)
+        if only is not None:
+            partitions = set(only) & set(partitions or ())
         tps = [TopicPartition(self.topics.responses, p) for p in sorted(partitions or [])]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
@@ -72,7 +75,8 @@ class FallbackClient:
             await consumer.position(tp)
         self.consumer = consumer
 
-    async def send(self, request: Request | dict[str, Any]) -> None:
+    async def send(self, request: Request | dict[str, Any]) -> asyncio.Future[Any]:
+        """Enqueue the request; the returned future is its delivery (the broker's ack)."""
         body = (
             request.model_dump_json().encode()
             if isinstance(request, Request)
@@ -81,7 +85,10 @@ class FallbackClient:
         request_id = (
             request.request_id if isinstance(request, Request) else str(request.get("request_id"))
         )
-        await self.producer.send(self.topics.requests, body, key=request_id.encode())
+        delivery: asyncio.Future[Any] = await self.producer.send(
+            self.topics.requests, body, key=request_id.encode()
+        )
+        return delivery
 
     async def send_raw(self, value: bytes, key: bytes | None = None) -> None:
         await self.producer.send_and_wait(self.topics.requests, value, key=key)
