@@ -8,8 +8,10 @@ Topology (each arrow is a topic, keyed by request_id):
                                                                   └─▶ responses ─▶ callers, sink
 
 Every stage above is run by `StageConsumer` (batches through one consumer;
-streams/kafka/stage_consumer.py says why); Faust runs the worker around it and the
-spend agent (`spend` topic → tenant spend GlobalTable).
+streams/kafka/stage_consumer.py says why).  Tenant spend is a replicated table
+every worker folds from the `spend` topic (streams/state/tenant_spend.py).
+Faust runs the worker around them: lifecycle and signals, the producer and
+the web pages; its own Kafka consumer is switched off (`PipelineBoot`).
 
 Nothing else in the project constructs Kafka clients for the worker.
 """
@@ -22,11 +24,10 @@ from functools import partial
 from pathlib import Path
 
 import faust
-from faust.types import StreamT
+from faust.app import BootStrategy
 
 from analytics.errors import AnalyticsError
 from schemas.codec import register_faust_codecs
-from schemas.errors import EventDecodeError
 from streams.adapters.registry import build_adapter
 from streams.config import FallbackConfig
 from streams.evaluation.circuit import CircuitBreaker
@@ -34,7 +35,6 @@ from streams.evaluation.quality import prepare_quality_checks
 from streams.evaluation.safety import SafetyScorer
 from streams.kafka.client_options import faust_credentials, kafka_client_options
 from streams.kafka.consumed_record import ConsumedRecord
-from streams.kafka.faust_tuning import set_fetch_max_wait_ms
 from streams.kafka.publisher import Publisher, PublishError
 from streams.kafka.stage_consumer import Stage, StageConsumer
 from streams.kafka.topics import pipeline_topics
@@ -44,7 +44,7 @@ from streams.stages.evaluate import evaluate_one
 from streams.stages.route import route_one
 from streams.stages.sink import sink_responses, sink_verdicts
 from streams.state.recent_keys import RecentKeys
-from streams.state.tenant_spend import TenantSpendLedger, build_spend_table, count_spend
+from streams.state.tenant_spend import SpendTable, TenantSpendLedger, build_spend_table
 from streams.web.pages import register_pages
 from topics.catalog import TopicCatalog
 
@@ -57,16 +57,24 @@ ROUTING_WINDOW = 500
 PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 #: short: each stage's output waits this long for company; load fills batches anyway
 WORKER_PRODUCER_LINGER_MS = 2
-#: fetch wait of Faust's own consumer (spend topic, spend table changelog)
-SPEND_FETCH_MAX_WAIT_MS = 100
+
+
+class PipelineBoot(BootStrategy):
+    """Faust without its Kafka consumer: no group, no tables, no agents to join.
+    The producer and the web server start as usual."""
+
+    enable_kafka_consumer = False
 
 
 class PipelineFaustApp(faust.App):
-    """Faust app that opens the pipeline's resources first, starts the stage
-    consumer once everything else runs (producer up, spend table recovered),
-    and closes the resources last (so the sink's last batch is written)."""
+    """Faust app that opens the pipeline's resources first, starts the spend
+    table and then the stage consumer once everything else runs (producer
+    up), and closes the resources last (so the sink's last batch is written)."""
+
+    BootStrategy = PipelineBoot
 
     pipeline: Pipeline | None = None
+    spend_table: SpendTable | None = None
     stage_consumer: StageConsumer | None = None
 
     async def on_start(self) -> None:
@@ -76,6 +84,10 @@ class PipelineFaustApp(faust.App):
 
     async def on_started(self) -> None:
         await super().on_started()
+        if self.spend_table is not None and not self.should_stop:
+            await self.add_runtime_dependency(self.spend_table)
+            # Budgets must see every worker's spend before the first request is routed.
+            await self.spend_table.wait_caught_up()
         if self.stage_consumer is not None and not self.should_stop:
             # Added last, so stopped first: its final commit still has the producer.
             await self.add_runtime_dependency(self.stage_consumer)
@@ -100,9 +112,6 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     register_faust_codecs()
     for tier in config.tiers:
         prepare_quality_checks(tier.accept.quality)  # a bad schema/callable fails start-up
-    # Faust's consumer only reads the spend topic and the table's changelog: a
-    # longer wait there costs no request latency and polls the broker 10x less.
-    set_fetch_max_wait_ms(max(kafka.fetch_max_wait_ms, SPEND_FETCH_MAX_WAIT_MS))
     brokers = ";".join(f"kafka://{s.strip()}" for s in kafka.bootstrap_servers.split(","))
     app = PipelineFaustApp(
         config.worker.app_id,
@@ -149,7 +158,12 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     )
 
     app.pipeline = pipeline
-    pipeline.spend_table = build_spend_table(app)
+    app.spend_table = pipeline.spend_table = build_spend_table(
+        catalog.spend,
+        config.budgets,
+        config.worker.dedupe_window_s,
+        {**kafka_client_options(kafka), "client_id": f"{config.worker.app_id}-spend"},
+    )
 
     async def on_error(record: ConsumedRecord, exc: Exception, stage: str) -> bool:
         if isinstance(exc, PublishError | AnalyticsError):
@@ -189,27 +203,12 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         max_queued_records=config.worker.max_queued_records,
     )
 
-    async def spend_agent(stream: StreamT) -> None:
-        async def dead_letter(record: ConsumedRecord, error: EventDecodeError) -> None:
-            await pipeline.dead_letter_undecodable(record, error, "count_spend")
-
-        seen = RecentKeys(config.worker.dedupe_window_s)
-        await count_spend(pipeline.spend_table, config.budgets, stream, dead_letter, seen)
-
-    spend_topic = app.topic(
-        catalog.spend,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    app.agent(spend_topic, name="count_spend")(spend_agent)
     register_pages(app, pipeline, app.stage_consumer)
     return FallbackApp(app=app, pipeline=pipeline, topics=catalog)
 
 
 def stage_group_id(config: FallbackConfig) -> str:
-    """The stage consumer's group (Faust's own group, `app_id`, reads the spend topic)."""
+    """The stage consumer's group, the worker's only consumer group."""
     return f"{config.worker.app_id}-pipeline"
 
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
@@ -25,7 +25,12 @@ from streams.evaluation.safety import SafetyScorer
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.publisher import Publisher
 from streams.state.recent_keys import RecentKeys
-from streams.state.tenant_spend import TenantSpendLedger, spend_window_key, table_spend
+from streams.state.tenant_spend import (
+    SpendTable,
+    TenantSpendLedger,
+    spend_window_key,
+    table_spend,
+)
 from topics.catalog import TopicCatalog
 
 E = TypeVar("E", bound=BaseModel)
@@ -66,7 +71,7 @@ class Pipeline:
     seen_requests: RecentKeys
     seen_attempts: RecentKeys
     sink: ClickHouseSink | None = None
-    spend_table: Any = None  # Faust GlobalTable, see streams/state/tenant_spend.py
+    spend_table: SpendTable | None = None
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
     rng: random.Random = field(default_factory=random.Random)
     #: charges not yet on the spend topic, by spend window key

@@ -1,18 +1,16 @@
-"""Tenant spend shared by every worker: a Faust GlobalTable fed by the spend topic.
+"""Tenant spend shared by every worker: a replicated table fed by the spend topic.
 
 Evaluators charge every attempt with a cost (rejected ones included); at most
 every 100 ms (`Pipeline.publish_spend_when_due`, and before each commit) the
 worker publishes one `Spend` per tenant window with the sum to `<prefix>spend`,
-keyed by tenant.  The `count_spend` agent adds it to the table under
-`tenant@window_start`; the table's changelog is read by every worker, so each
-sees every tenant's total.  Totals lag by a hop or two, so a
-worker also counts its own charges at once (`TenantSpendLedger`, keyed the
-same way) and budget checks use the larger of the two.
+keyed by tenant.  Every worker reads the whole spend topic into its own
+`ReplicatedTable` (streams/state/replicated_table.py), adding each event to
+`tenant@window_start`, so each sees every tenant's total.  Totals lag by a
+hop, so a worker also counts its own charges at once (`TenantSpendLedger`,
+keyed the same way) and budget checks use the larger of the two.
 
-Faust's GlobalTable needs one changelog partition (and a recovery buffer of
-1) to recover reliably with several workers; the spend topic has one
-partition to match, which is plenty: a worker sends about ten events a second
-per tenant window.
+The spend topic has one partition: a worker sends about ten events a second
+per tenant window, and one partition keeps the read a single ordered stream.
 """
 
 from __future__ import annotations
@@ -21,16 +19,17 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import faust
-
 from schemas.codec import decode_avro
-from schemas.errors import EventDecodeError
 from schemas.events import Spend
 from streams.config import BudgetsConfig
 from streams.evaluation.budget import spend_key
 from streams.kafka.consumed_record import ConsumedRecord
-from streams.state.recent_keys import RecentKeys
-from topics.catalog import SPEND_TABLE
+from streams.state.replicated_table import ReplicatedTable, TableFold
+
+#: the table's name in logs and pages
+SPEND_TABLE = "tenant_spend"
+
+SpendTable = ReplicatedTable[Spend, str, float]
 
 
 def spend_window_key(tenant: str, at_s: float, budgets: BudgetsConfig) -> str:
@@ -57,37 +56,34 @@ class TenantSpendLedger:
         return {tenant: self.spent(tenant, now_s) for tenant in tenants}
 
 
-def build_spend_table(app: faust.App) -> Any:
-    return app.GlobalTable(
-        SPEND_TABLE,
-        default=float,
-        key_type=str,
-        value_type=float,
-        partitions=1,
-        recovery_buffer_size=1,
+def spend_fold(budgets: BudgetsConfig, dedupe_window_s: float) -> TableFold[Spend, str, float]:
+    """Each spend event adds its USD to its tenant window, once per `spend_id`."""
+
+    def decode(record: ConsumedRecord) -> Spend:
+        return decode_avro(Spend, record.value)
+
+    def apply(table: dict[str, float], spend: Spend) -> None:
+        key = spend_window_key(spend.tenant, spend.charged_at.timestamp(), budgets)
+        table[key] = table.get(key, 0.0) + spend.usd
+
+    return TableFold(
+        decode=decode,
+        apply=apply,
+        event_id=lambda spend: spend.spend_id,
+        dedupe_window_s=dedupe_window_s,
     )
 
 
-async def count_spend(
-    table: Any, budgets: BudgetsConfig, stream: Any, dead_letter: Any, seen: RecentKeys
-) -> None:
-    """Agent body: add each spend event to its tenant's window total, once."""
-    async for event in stream.events():
-        message = event.message
-        try:
-            spend = decode_avro(Spend, message.value)
-        except EventDecodeError as exc:
-            record = ConsumedRecord(
-                message.topic, message.partition, message.offset, message.key, message.value or b""
-            )
-            await dead_letter(record, exc)
-            continue
-        if seen.seen_before(spend.spend_id, time.monotonic()):
-            continue  # a redelivered spend event must not be charged twice
-        key = spend_window_key(spend.tenant, spend.charged_at.timestamp(), budgets)
-        table[key] = table[key] + spend.usd
+def build_spend_table(
+    topic: str, budgets: BudgetsConfig, dedupe_window_s: float, consumer_options: dict[str, Any]
+) -> SpendTable:
+    return ReplicatedTable(
+        name=SPEND_TABLE,
+        topic=topic,
+        fold=spend_fold(budgets, dedupe_window_s),
+        consumer_options=consumer_options,
+    )
 
 
-def table_spend(table: Any, tenant: str, budgets: BudgetsConfig) -> float:
-    value = table.get(spend_window_key(tenant, time.time(), budgets))
-    return float(value) if value is not None else 0.0
+def table_spend(table: SpendTable, tenant: str, budgets: BudgetsConfig) -> float:
+    return table.get(spend_window_key(tenant, time.time(), budgets), 0.0)
