@@ -151,7 +151,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
             tier.name: CircuitBreaker(tier.circuit, tier.accept.max_latency_ms)
             for tier in config.tiers
         },
-        safety=SafetyScorer(config.safety, config.policy.deny_patterns),
+        safety=safety_scorer(config),
         spend=TenantSpendLedger(config.budgets),
         seen_requests=RecentKeys(config.worker.dedupe_window_s),
         seen_attempts=RecentKeys(config.worker.dedupe_window_s),
@@ -205,6 +205,14 @@ def build_app(config: FallbackConfig) -> FallbackApp:
 
     register_pages(app, pipeline, app.stage_consumer)
     return FallbackApp(app=app, pipeline=pipeline, topics=catalog)
+
+
+def safety_scorer(config: FallbackConfig) -> SafetyScorer:
+    """Load the profanity classifier only if a tier or the input policy uses it:
+    importing it (scikit-learn) and unpickling its model took 2-15 s of start-up."""
+    used = config.policy.input_safety or any(tier.accept.safety for tier in config.tiers)
+    safety = config.safety if used else config.safety.model_copy(update={"classifier": False})
+    return SafetyScorer(safety, config.policy.deny_patterns)
 
 
 def stage_group_id(config: FallbackConfig) -> str:
