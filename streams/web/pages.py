@@ -31,7 +31,7 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
     @app.page("/health/")
     async def health(web: View, request: Request) -> Response:
         # Ready = the stages hold partitions and the spend table has read its topic.
-        spend_ready = pipeline.spend_table is not None and pipeline.spend_table.caught_up
+        spend_ready = pipeline.spend.table is not None and pipeline.spend.table.caught_up
         stage_assignment = stages.assignment()
         ready = bool(stage_assignment) and spend_ready and not stages.rebalancing
         body = {
@@ -58,12 +58,10 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
                 "in_flight": stages.in_flight(),
                 "admission_pauses": stages.admission_pauses,
                 "circuits": circuit_states(pipeline),
-                "tenant_spend_usd": pipeline.spend.snapshot(datetime.now(UTC).timestamp()),
-                "tenant_spend_table": dict(pipeline.spend_table.items())
-                if pipeline.spend_table is not None
-                else {},
-                "spend_table": pipeline.spend_table.progress()
-                if pipeline.spend_table is not None
+                "tenant_spend_usd": pipeline.spend.own_snapshot(datetime.now(UTC).timestamp()),
+                "tenant_spend_table": pipeline.spend.table_snapshot(),
+                "spend_table": pipeline.spend.table.progress()
+                if pipeline.spend.table is not None
                 else {},
             }
         )
