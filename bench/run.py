@@ -1,6 +1,6 @@
 """`make bench`: start the embedded broker, run every figure, print a summary table.
 
-    python -m bench.run [--only 1,1a,1b,3,4] [--workers N] [--profile DIR]
+    python -m bench.run [--only 1,1a,1b,3,4,startup] [--workers N] [--profile DIR]
 
 Figures are printed, never asserted.  Each figure runs its own worker process
 (own topics and consumer group) against one shared embedded broker.
@@ -24,6 +24,7 @@ from bench.figures import (
     throughput,
 )
 from bench.harness import workdir
+from bench.startup import startup
 from streams.ops.broker import running_broker
 
 
@@ -73,12 +74,17 @@ async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]
         if "4" in only:
             print("figure 4: 200 ms model, 200 in flight")
             rows.extend(await littles_law(broker, directory, processes))
+        if "startup" in only:
+            print("start-up: `fallback worker` spawned -> ready line -> first served request")
+            rows.extend(await startup(broker, directory))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="1,1a,1b,3,4", help="figures to run (2 runs with 1)")
+    parser.add_argument(
+        "--only", default="1,1a,1b,3,4,startup", help="figures to run (2 runs with 1)"
+    )
     parser.add_argument(
         "--workers",
         type=int,

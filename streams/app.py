@@ -12,7 +12,9 @@ Nothing else in the project constructs Kafka clients for the worker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 #: short: each stage's output waits this long for company; load fills batches anyway
 WORKER_PRODUCER_LINGER_MS = 2
+#: how often start-up looks whether the stage consumer got its partitions yet
+ASSIGNMENT_POLL_S = 0.02
 
 
 class PipelineBoot(BootStrategy):
@@ -56,30 +60,42 @@ class PipelineBoot(BootStrategy):
 
 
 class PipelineFaustApp(faust.App):
-    """Faust app that opens the pipeline's resources first, starts the spend
-    table and then the stage consumer once everything else runs (producer
-    up), and closes the resources last (so the sink's last batch is written)."""
+    """Faust app that starts the spend table and opens the pipeline's resources
+    first, starts the stage consumer once everything else runs (producer up,
+    table caught up), calls `on_ready` once the stages hold partitions, and
+    closes the resources last (so the sink's last batch is written)."""
 
     BootStrategy = PipelineBoot
 
     pipeline: Pipeline | None = None
     spend_table: SpendTable | None = None
     stage_consumer: StageConsumer | None = None
+    on_ready: Callable[[], None] | None = None
 
     async def on_start(self) -> None:
         await super().on_start()
+        if self.spend_table is not None:
+            # First: it reads while the models warm up and the producer starts.
+            self.add_dependency(self.spend_table)
+            await self.spend_table.maybe_start()
         if self.pipeline is not None:
             await self.pipeline.open()
 
     async def on_started(self) -> None:
         await super().on_started()
         if self.spend_table is not None and not self.should_stop:
-            await self.add_runtime_dependency(self.spend_table)
             # Budgets must see every worker's spend before the first request is routed.
             await self.spend_table.wait_caught_up()
         if self.stage_consumer is not None and not self.should_stop:
             # Added last, so stopped first: its final commit still has the producer.
             await self.add_runtime_dependency(self.stage_consumer)
+            self.add_future(self._announce_ready(self.stage_consumer))
+
+    async def _announce_ready(self, stages: StageConsumer) -> None:
+        while not stages.assignment():
+            await asyncio.sleep(ASSIGNMENT_POLL_S)
+        if self.on_ready is not None:
+            self.on_ready()
 
     async def on_shutdown(self) -> None:
         if self.pipeline is not None:
@@ -94,7 +110,9 @@ class FallbackApp:
     topics: TopicCatalog
 
 
-def build_app(config: FallbackConfig) -> FallbackApp:
+def build_app(config: FallbackConfig, embedded_broker: bool = False) -> FallbackApp:
+    """`embedded_broker`: the broker is the one `fallback broker` runs (shorter
+    group timings by default, see `KafkaConfig.group_timings`)."""
     check_startable(config)
     app = PipelineFaustApp(config.worker.app_id, **faust_settings(config))
     Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +137,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     )
     stage_consumer = StageConsumer(
         stages=pipeline_stages(pipeline),
-        consumer_options=stage_consumer_options(config),
+        consumer_options=stage_consumer_options(config, embedded_broker),
         producer=app.producer,
         delivery_problem=publisher.delivery_problem,
         on_error=partial(settle_failed_record, pipeline),
@@ -182,17 +200,18 @@ def tenant_spend(config: FallbackConfig, publisher: Publisher) -> TenantSpend:
     return TenantSpend(config.budgets, send, table)
 
 
-def stage_consumer_options(config: FallbackConfig) -> dict[str, Any]:
+def stage_consumer_options(config: FallbackConfig, embedded_broker: bool) -> dict[str, Any]:
     """The stage consumer's aiokafka options: the worker's one consumer group."""
     kafka = config.kafka
+    timings = kafka.group_timings(embedded_broker)
     return {
         **kafka_client_options(kafka),
         "group_id": stage_group_id(config),
         "client_id": f"{config.worker.app_id}-stages",
         "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
         "max_partition_fetch_bytes": kafka.max_partition_fetch_bytes,
-        "session_timeout_ms": int(kafka.session_timeout_s * 1000),
-        "heartbeat_interval_ms": int(kafka.heartbeat_interval_s * 1000),
+        "session_timeout_ms": int(timings.session_timeout_s * 1000),
+        "heartbeat_interval_ms": int(timings.heartbeat_interval_s * 1000),
         "rebalance_timeout_ms": int(kafka.rebalance_timeout_s * 1000),
         "max_poll_interval_ms": max(int(kafka.rebalance_timeout_s * 1000), 300_000),
     }

@@ -22,6 +22,7 @@ import pytest
 
 from streams.config import FallbackConfig
 from streams.ops.broker import EmbeddedBroker, free_port
+from streams.ops.worker import READY_LINE_PREFIX
 from streams.ops.worker_process import WorkerProcess, start_worker_process
 from tests.conftest import pipeline_config, scripted_tier
 from tests.pipeline.harness import PipelineHarness
@@ -47,9 +48,9 @@ def join_leave_config(broker: EmbeddedBroker, tmp_path: Path) -> FallbackConfig:
         tmp_path,
         [scripted_tier("primary", price={"per_call_usd": 0.001}, circuit={"enabled": False})],
         analytics={"enabled": False},  # chDB is one process; two workers here
-        # Short sessions keep each cycle's rebalance short (Tansu holds a join
-        # for half the session timeout).
-        kafka={"session_timeout_s": 3, "heartbeat_interval_s": 0.5, "rebalance_timeout_s": 4},
+        # The product's group timings on the embedded broker (a 2 s session,
+        # 0.5 s heartbeats): under this load no member may be evicted falsely.
+        kafka={"session_timeout_s": None, "heartbeat_interval_s": None, "rebalance_timeout_s": 4},
     )
 
 
@@ -135,6 +136,7 @@ async def test_twenty_joins_and_leaves_under_load_crash_nothing_and_lose_nothing
 ) -> None:
     config = join_leave_config(broker, tmp_path)
     workers = [start_worker_process(c, tmp_path) for c in (config, with_port(config))]
+    every_process = list(workers)
     harness = PipelineHarness(config, workers[0])
     load = Load(harness)
     stops: list[float] = []  # SIGTERM to exit 0
@@ -151,6 +153,7 @@ async def test_twenty_joins_and_leaves_under_load_crash_nothing_and_lose_nothing
             leaving = workers[index]
             began = time.monotonic()
             workers[index] = start_worker_process(with_port(config), tmp_path)
+            every_process.append(workers[index])
             (code, stop_s), (_, ready_s) = await asyncio.gather(
                 in_thread(leaving.stop, 30.0), in_thread(workers[index].wait_ready, 90.0)
             )
@@ -189,5 +192,8 @@ async def test_twenty_joins_and_leaves_under_load_crash_nothing_and_lose_nothing
         f"median {statistics.median(stalls):.1f} s, max {max(stalls):.1f} s"
     )
     assert lost == 0, f"{lost} of {sent} requests got no response"
+    # Every worker said once, at the default log level, that it was ready.
+    for process in every_process:
+        assert process.log_path.read_text(errors="replace").count(READY_LINE_PREFIX) == 1
     # Both workers' copies of the spend table hold the same totals.
     assert tables[0] == pytest.approx(tables[1]) and sum(tables[0].values()) > 0
