@@ -61,9 +61,10 @@ DEDUPE_MAX_KEYS = 100_000
 class TableFold(Generic[E, K, V]):
     """How one topic becomes a table: decode each record, skip repeats, fold it in.
 
-    `decode` raises on a record it cannot read (counted and logged, then
-    skipped); `event_id` names an event so a redelivered copy is folded once;
-    `apply` folds one event into the table in place.
+    `decode` raises on a record it cannot read; `event_id` names an event so a
+    redelivered copy is folded once; `apply` folds one event into the table in
+    place.  A record that `decode` or `apply` raises on is counted
+    (`unreadable`), logged and skipped.
     """
 
     decode: Callable[[ConsumedRecord], E]
@@ -148,6 +149,7 @@ class ReplicatedTable(Service, Generic[E, K, V]):
             parts[str(tp.partition)] = {"highwater": highwater, "position": position}
         return {
             "caught_up": self.caught_up,
+            "read_age_s": round(time.monotonic() - self.read_at, 3) if self.read_at else None,
             "keys": len(self._data),
             "partitions": parts,
             **vars(self.counters),
@@ -209,7 +211,7 @@ class ReplicatedTable(Service, Generic[E, K, V]):
                     self._caught_up.set()
             except asyncio.CancelledError:
                 raise
-            except (KafkaError, OSError) as exc:
+            except Exception as exc:  # KafkaError, OSError, or worse: never stop reading
                 self.counters.read_errors += 1
                 delay = READ_BACKOFF.delay_s(failures)
                 failures += 1
@@ -239,12 +241,18 @@ class ReplicatedTable(Service, Generic[E, K, V]):
         fold = self.fold
         try:
             event = fold.decode(record)
+            if fold.event_id is not None and self._seen.seen_before(
+                fold.event_id(event), time.monotonic()
+            ):
+                self.counters.duplicates += 1
+                return
+            fold.apply(self._data, event)
         except Exception as exc:
             # Every worker reads every record, on every start: a dead letter per
             # worker per start would repeat it; the record stays in the topic.
             self.counters.unreadable += 1
             log.warning(
-                "table %s: skipped unreadable record %s[%d]@%d: %s: %s",
+                "table %s: skipped record %s[%d]@%d: %s: %s",
                 self.table_name,
                 record.topic,
                 record.partition,
@@ -253,12 +261,6 @@ class ReplicatedTable(Service, Generic[E, K, V]):
                 exc,
             )
             return
-        if fold.event_id is not None and self._seen.seen_before(
-            fold.event_id(event), time.monotonic()
-        ):
-            self.counters.duplicates += 1
-            return
-        fold.apply(self._data, event)
         self.counters.folded += 1
 
     def _at_highwater(self, consumer: AIOKafkaConsumer) -> bool:
