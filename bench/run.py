@@ -1,6 +1,6 @@
 """`make bench`: start the embedded broker, run every figure, print a summary table.
 
-    python -m bench.run [--only 1,1a,1b,3,4,5] [--workers N] [--profile DIR]
+    python -m bench.run [--only 1,1a,1b,3,4,5,startup] [--workers N] [--profile DIR]
 
 Figures are printed, never asserted.  Each figure runs its own worker process
 (own topics and consumer group) against one shared embedded broker.
@@ -25,6 +25,7 @@ from bench.figures import (
 )
 from bench.gateway import gateway_figures
 from bench.harness import workdir
+from bench.startup import startup
 from streams.ops.broker import running_broker
 
 
@@ -79,12 +80,17 @@ async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]
         if "5" in only:
             print(f"figure 5: the HTTP gateway, instant model, {processes} worker(s)")
             rows.extend(await gateway_figures(broker, directory, processes, pipeline_rate))
+        if "startup" in only:
+            print("start-up: `fallback worker` spawned -> ready line -> first served request")
+            rows.extend(await startup(broker, directory))
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="1,1a,1b,3,4,5", help="figures to run (2 runs with 1)")
+    parser.add_argument(
+        "--only", default="1,1a,1b,3,4,5,startup", help="figures to run (2 runs with 1)"
+    )
     parser.add_argument(
         "--workers",
         type=int,

@@ -23,14 +23,13 @@ class TopicSpec:
 @dataclass(frozen=True)
 class TopicCatalog:
     """Names under `kafka.topic_prefix`: requests, tier.<name>, attempts.<name>,
-    verdicts, responses, dlq."""
+    verdicts, responses, dlq, spend."""
 
     requests: str
     responses: str
     verdicts: str
     dlq: str
     spend: str
-    spend_changelog: str
     tier_topics: dict[str, str]
     attempt_topics: dict[str, str]
     specs: tuple[TopicSpec, ...]
@@ -52,14 +51,6 @@ class RetentionHours:
     dlq: float = 720
 
 
-SPEND_TABLE = "tenant_spend"
-
-
-def spend_changelog_topic(app_id: str) -> str:
-    """Faust names a table's changelog `<app id>-<table>-changelog`."""
-    return f"{app_id}-{SPEND_TABLE}-changelog"
-
-
 def topic_catalog(
     *,
     prefix: str,
@@ -67,7 +58,6 @@ def topic_catalog(
     partitions: int,
     replication_factor: int,
     retention: RetentionHours,
-    app_id: str,
 ) -> TopicCatalog:
 
     def spec(name: str, hours: float, purpose: str) -> TopicSpec:
@@ -84,22 +74,14 @@ def topic_catalog(
         spec("responses", retention.responses, "one final response per request (JSON)"),
         spec("verdicts", retention.internal, "one verdict per attempt (Avro)"),
         spec("dlq", retention.dlq, "events no stage could process, with the reason"),
-        # One partition: the budget table is a Faust GlobalTable whose changelog
-        # partition follows the spend event's partition (see streams/state/tenant_spend.py).
+        # One partition: every worker reads all of it into its tenant spend table
+        # (streams/state/tenant_spend.py), and a worker sends only ~10 events/s.
         TopicSpec(
             name=prefix + "spend",
             partitions=1,
             replication_factor=replication_factor,
             retention_ms=int(retention.internal * HOUR_MS),
             purpose="charged attempts keyed by tenant (Avro)",
-        ),
-        TopicSpec(
-            name=spend_changelog_topic(app_id),
-            partitions=1,
-            replication_factor=replication_factor,
-            retention_ms=-1,
-            purpose="Faust changelog of the tenant spend table",
-            compacted=True,
         ),
     ]
     for tier in tiers:
@@ -111,7 +93,6 @@ def topic_catalog(
         verdicts=prefix + "verdicts",
         dlq=prefix + "dlq",
         spend=prefix + "spend",
-        spend_changelog=spend_changelog_topic(app_id),
         tier_topics={t: f"{prefix}tier.{t}" for t in tiers},
         attempt_topics={t: f"{prefix}attempts.{t}" for t in tiers},
         specs=tuple(specs),

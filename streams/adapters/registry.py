@@ -1,7 +1,7 @@
 """Builds a tier's adapter from its config: the one place that knows every adapter kind.
 
     adapter.kind      adapter
-    digits            digits.DigitsAdapter
+    digits            digits.DigitsAdapter                (imported only when used)
     python            python_callable.PythonCallableAdapter
     openai_chat       openai_chat.OpenAIChatAdapter       (imported only when used)
     open_inference    open_inference.OpenInferenceAdapter (imported only when used)
@@ -12,7 +12,6 @@ A tier with `faults` gets its adapter wrapped in `faults.FaultInjectingAdapter`.
 from __future__ import annotations
 
 from streams.adapters.base import ModelAdapter
-from streams.adapters.digits import DigitsAdapter
 from streams.adapters.faults import FaultInjectingAdapter
 from streams.adapters.python_callable import PythonCallableAdapter
 from streams.config import (
@@ -34,6 +33,9 @@ def build_adapter(tier: TierConfig) -> ModelAdapter:
     config = tier.adapter
     adapter: ModelAdapter
     if isinstance(config, DigitsModelConfig):
+        # Lazy: scikit-learn's import is most of a worker's start-up (2-7 s here).
+        from streams.adapters.digits import DigitsAdapter
+
         adapter = DigitsAdapter(config)
     elif isinstance(config, PythonCallableConfig):
         threads = min(tier.max_in_flight, MAX_CALLABLE_THREADS)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import Field, SecretStr, model_validator
 
 from analytics.config import AnalyticsConfig, Strict, secret_from_env
+from schemas.errors import ConfigError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
@@ -28,6 +29,21 @@ class TopicRetentionConfig(Strict):
     internal_hours: float = Field(default=24, gt=0)
     responses_hours: float = Field(default=168, gt=0)
     dlq_hours: float = Field(default=720, gt=0)
+
+
+#: the stage group's session timeout when none is configured, on the embedded
+#: broker and elsewhere: Tansu holds every JoinGroup reply until half the session
+#: timeout has passed, so there a join takes 1 s instead of 5 s; real Kafka
+#: refuses session timeouts below 6 s by default (group.min.session.timeout.ms)
+EMBEDDED_SESSION_TIMEOUT_S = 2.0
+DEFAULT_SESSION_TIMEOUT_S = 10.0
+#: the heartbeat when none is configured: a quarter of the session, at most this
+DEFAULT_HEARTBEAT_INTERVAL_S = 1.0
+
+
+class GroupTimings(NamedTuple):
+    session_timeout_s: float
+    heartbeat_interval_s: float
 
 
 class KafkaConfig(Strict):
@@ -48,17 +64,24 @@ class KafkaConfig(Strict):
     ssl_keyfile: str | None = Field(default=None, description="client key (mTLS)")
     fetch_max_wait_ms: int = Field(default=10, ge=0, le=5000)
     max_partition_fetch_bytes: int = Field(default=64 * 1024, ge=1024)
-    session_timeout_s: float = Field(default=10.0, gt=0)
-    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    session_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="stage group session timeout; null: 2 on the embedded broker, 10 elsewhere",
+    )
+    heartbeat_interval_s: float | None = Field(
+        default=None, gt=0, description="null: a quarter of the session timeout, at most 1"
+    )
     rebalance_timeout_s: float = Field(default=10.0, gt=0)
     commit_interval_s: float = Field(default=1.0, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> KafkaConfig:
-        if self.heartbeat_interval_s >= self.session_timeout_s:
+        session = self.session_timeout_s or DEFAULT_SESSION_TIMEOUT_S
+        if self.heartbeat_interval_s is not None and self.heartbeat_interval_s >= session:
             raise ValueError(
                 "kafka.heartbeat_interval_s must be below kafka.session_timeout_s "
-                f"({self.heartbeat_interval_s} >= {self.session_timeout_s})"
+                f"({self.heartbeat_interval_s} >= {session})"
             )
         if self.security_protocol.startswith("SASL") and not (
             self.sasl_mechanism and self.sasl_username and self.sasl_password_env
@@ -71,6 +94,18 @@ class KafkaConfig(Strict):
 
     def sasl_password(self) -> SecretStr | None:
         return secret_from_env(self.sasl_password_env, "kafka.sasl_password_env")
+
+    def group_timings(self, embedded_broker: bool = False) -> GroupTimings:
+        """The stage group's session timeout and heartbeat, defaults filled in."""
+        default = EMBEDDED_SESSION_TIMEOUT_S if embedded_broker else DEFAULT_SESSION_TIMEOUT_S
+        session = self.session_timeout_s or default
+        heartbeat = self.heartbeat_interval_s or min(DEFAULT_HEARTBEAT_INTERVAL_S, session / 4)
+        if heartbeat >= session:
+            raise ConfigError(
+                f"kafka.heartbeat_interval_s {heartbeat} must be below the session timeout "
+                f"{session} s the embedded broker gets by default: set kafka.session_timeout_s"
+            )
+        return GroupTimings(session, heartbeat)
 
 
 # --------------------------------------------------------------- worker ----

@@ -20,5 +20,4 @@ def pipeline_topics(config: FallbackConfig) -> TopicCatalog:
             responses=retention.responses_hours,
             dlq=retention.dlq_hours,
         ),
-        app_id=config.worker.app_id,
     )

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from streams.ops.child_process import die_with_parent
 from streams.ops.errors import BrokerError
 
+#: the cluster id the embedded broker reports, so a worker knows it is talking to it
+EMBEDDED_CLUSTER_ID = "model-fallback-embedded"
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -80,6 +83,8 @@ def start_broker(
             url,
             "--storage-engine",
             "memory://tansu/",
+            "--kafka-cluster-id",
+            EMBEDDED_CLUSTER_ID,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,

@@ -1,4 +1,5 @@
-"""Run one worker: declare topics, prepare models and analytics, start Faust."""
+"""Run one worker: declare topics, prepare models and analytics, start Faust,
+and say so in one line once it serves."""
 
 from __future__ import annotations
 
@@ -7,20 +8,45 @@ import gc
 import logging
 
 import faust
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.app import build_app
 from streams.config import FallbackConfig
 from streams.kafka.client_options import kafka_client_options
 from streams.kafka.topics import pipeline_topics
 from streams.observability import tracing
+from streams.ops.broker import EMBEDDED_CLUSTER_ID
 from topics.declare import declare_topics
 
 log = logging.getLogger(__name__)
 
+#: the ready line starts with this (bench/startup.py looks for it)
+READY_LINE_PREFIX = "fallback worker ready:"
 
-def prepare_topics(config: FallbackConfig) -> None:
-    specs = pipeline_topics(config).specs
-    asyncio.run(declare_topics(specs, kafka_client_options(config.kafka)))
+
+def prepare_broker(config: FallbackConfig) -> bool:
+    """Declare the topics; True if the broker is the embedded one (`fallback broker`)."""
+    options = kafka_client_options(config.kafka)
+
+    async def prepare() -> bool:
+        await declare_topics(pipeline_topics(config).specs, options)
+        admin = AIOKafkaAdminClient(**options)
+        await admin.start()
+        try:
+            cluster = await admin.describe_cluster()
+        finally:
+            await admin.close()
+        return bool(cluster.get("cluster_id") == EMBEDDED_CLUSTER_ID)
+
+    return asyncio.run(prepare())
+
+
+def ready_line(config: FallbackConfig, embedded_broker: bool, web_url: str) -> str:
+    """What a user needs to see once: where it connects, where to look, what it serves."""
+    kafka = config.kafka
+    broker = f"{kafka.bootstrap_servers}{' (embedded)' if embedded_broker else ''}"
+    tiers = " > ".join(tier.name for tier in config.tiers)
+    return f"{READY_LINE_PREFIX} broker {broker}, web {web_url}, tiers {tiers}"
 
 
 class QuietWorker(faust.Worker):
@@ -34,9 +60,12 @@ class QuietWorker(faust.Worker):
 
 def run_worker(config: FallbackConfig, loglevel: str = "warning") -> None:
     """Blocks until the worker is stopped (SIGINT/SIGTERM)."""
-    prepare_topics(config)
+    embedded_broker = prepare_broker(config)
     tracing.configure_from_env()  # off unless OTEL_TRACES_EXPORTER is set
-    fallback = build_app(config)
+    fallback = build_app(config, embedded_broker=embedded_broker)
+    web_url = f"http://{config.worker.web_host}:{config.worker.web_port}/"
+    # Printed, not logged: it must show at every log level, once.
+    fallback.app.on_ready = lambda: print(ready_line(config, embedded_broker, web_url), flush=True)
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = QuietWorker(
         fallback.app,

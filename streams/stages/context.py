@@ -1,22 +1,22 @@
-"""What the stages share inside one worker: config, topics, adapters, spend, sink."""
+"""What the stages share inside one worker, read-only: config, topics, the
+publisher, adapters, circuits, safety, tenant spend, dedupe, the sink.
+
+Stages read these and call their methods; nothing here is reassigned after
+start-up.  Tenant spend (charges, the shared table, publishing) is
+`TenantSpend` in streams/state/tenant_spend.py.
+"""
 
 from __future__ import annotations
 
-import itertools
 import random
-import time
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import BaseModel
 
 from analytics.sink import ClickHouseSink, open_sink
 from schemas.codec import decode_avro
 from schemas.errors import EventDecodeError
-from schemas.events import Spend
 from streams.adapters.base import ModelAdapter
 from streams.config import FallbackConfig
 from streams.evaluation.circuit import CircuitBreaker
@@ -27,14 +27,10 @@ from streams.kafka.publisher import Publisher
 from streams.observability import tracing
 from streams.observability.metrics import PrometheusMetrics
 from streams.state.recent_keys import RecentKeys
-from streams.state.tenant_spend import TenantSpendLedger, spend_window_key, table_spend
+from streams.state.tenant_spend import TenantSpend
 from topics.catalog import TopicCatalog
 
 E = TypeVar("E", bound=BaseModel)
-
-#: charges wait at most this long before their spend event is sent; one event per
-#: fetched batch made small batches (moderate load) cost a spend event each
-SPEND_PUBLISH_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -47,16 +43,13 @@ class PipelineMetrics:
 
 
 @dataclass
-class PendingSpend:
-    """Charges to one tenant window not yet on the spend topic."""
+class _Opened:
+    """What `Pipeline.open` creates at start-up (the sink needs the event loop)."""
 
-    tenant: str
-    usd: float
-    attempts: int
-    charged_at: datetime
+    sink: ClickHouseSink | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Pipeline:
     config: FallbackConfig
     topics: TopicCatalog
@@ -64,18 +57,17 @@ class Pipeline:
     adapters: dict[str, ModelAdapter]
     circuits: dict[str, CircuitBreaker]
     safety: SafetyScorer
-    spend: TenantSpendLedger
+    spend: TenantSpend
     seen_requests: RecentKeys
     seen_attempts: RecentKeys
-    sink: ClickHouseSink | None = None
-    spend_table: Any = None  # Faust GlobalTable, see streams/state/tenant_spend.py
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
     rng: random.Random = field(default_factory=random.Random)
-    #: charges not yet on the spend topic, by spend window key
-    pending_spend: dict[str, PendingSpend] = field(default_factory=dict)
-    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    spend_sequence: Iterator[int] = field(default_factory=itertools.count)
-    spend_published_at: float = 0.0  # time.monotonic()
+    _opened: _Opened = field(default_factory=_Opened)
+
+    @property
+    def sink(self) -> ClickHouseSink | None:
+        """The analytics sink, once `open` ran (None with analytics off)."""
+        return self._opened.sink
 
     @property
     def prometheus(self) -> PrometheusMetrics:
@@ -85,7 +77,7 @@ class Pipeline:
     async def open(self) -> None:
         """Warm models (train/load) and open analytics before any event is consumed."""
         if self.config.analytics.enabled:
-            self.sink = await open_sink(self.config.analytics)
+            self._opened.sink = await open_sink(self.config.analytics)
         for adapter in self.adapters.values():
             warm_up = getattr(adapter, "warm_up", None)
             if warm_up is not None:
@@ -118,52 +110,6 @@ class Pipeline:
             stage=stage,
             request_id=error.request_id,
         )
-
-    def tenant_spend_usd(self, tenant: str) -> float:
-        """This worker's own charges count at once; every worker's arrive via the table."""
-        local = self.spend.spent(tenant, time.time())
-        if self.spend_table is None:
-            return local
-        return max(local, table_spend(self.spend_table, tenant, self.config.budgets))
-
-    def record_spend(self, tenant: str, usd: float, charged_at: datetime) -> None:
-        """Count a charge now; it reaches the shared table with `publish_spend`."""
-        self.spend.add(tenant, usd, charged_at.timestamp())
-        key = spend_window_key(tenant, charged_at.timestamp(), self.config.budgets)
-        pending = self.pending_spend.get(key)
-        if pending is None:
-            self.pending_spend[key] = PendingSpend(tenant, usd, 1, charged_at)
-        else:
-            pending.usd += usd
-            pending.attempts += 1
-            pending.charged_at = max(pending.charged_at, charged_at)
-
-    async def publish_spend_when_due(self) -> None:
-        """After each fetched batch: publish when the last publish is
-        `SPEND_PUBLISH_INTERVAL_S` old, so other workers see a charge within
-        about that (plus the spend topic's hop) whatever the batch sizes; after
-        the last batch of a burst, the next commit publishes what is left."""
-        if self.pending_spend and time.monotonic() - self.spend_published_at >= (
-            SPEND_PUBLISH_INTERVAL_S
-        ):
-            await self.publish_spend()
-
-    async def publish_spend(self) -> None:
-        """One spend event per tenant window for everything charged since the last
-        call.  The stage consumer also calls this before each commit, so a
-        committed charge is always in the producer.  Summing charges keeps the
-        spend topic and the table's changelog small."""
-        self.spend_published_at = time.monotonic()
-        pending, self.pending_spend = self.pending_spend, {}
-        for charges in pending.values():
-            spend = Spend(
-                spend_id=f"{self.instance_id}-{next(self.spend_sequence)}",
-                tenant=charges.tenant,
-                usd=charges.usd,
-                attempts=charges.attempts,
-                charged_at=charges.charged_at,
-            )
-            await self.publisher.enqueue_avro(self.topics.spend, spend.tenant, spend)
 
     async def publish_outcome(self, outcome: Outcome) -> None:
         """Verdicts, then the forward or the final response; all in the producer on return.

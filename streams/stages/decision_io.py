@@ -21,7 +21,7 @@ def decision_context(pipeline: Pipeline, tenant: str, now: datetime) -> Decision
         config=pipeline.config,
         circuits=circuit_views(pipeline.circuits, time.monotonic()),
         safety=pipeline.safety,
-        tenant_spend_usd=pipeline.tenant_spend_usd(tenant),
+        tenant_spend_usd=pipeline.spend.spent_usd(tenant, now.timestamp()),
         now=now,
         rng=pipeline.rng,
     )
@@ -32,5 +32,5 @@ async def carry_out(pipeline: Pipeline, outcome: Outcome) -> None:
     then the verdicts and the forward or response into the producer."""
     apply_breaker_events(pipeline.circuits, outcome.breaker_events, time.monotonic())
     for charge in outcome.charges:
-        pipeline.record_spend(charge.tenant, charge.usd, charge.charged_at)
+        pipeline.spend.charge(charge.tenant, charge.usd, charge.charged_at)
     await pipeline.publish_outcome(outcome)

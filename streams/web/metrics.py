@@ -47,7 +47,7 @@ def pipeline_state(pipeline: Pipeline, stages: StageConsumer) -> PipelineState:
     return PipelineState(
         circuits=lambda: circuit_state_by_tier(pipeline),
         lag=lambda: consumer_lag(stages.consumer, stages.fetched),
-        tenant_spend_usd=lambda: pipeline.spend.snapshot(time.time()),
+        tenant_spend_usd=lambda: pipeline.spend.own_snapshot(time.time()),
         sink_rows=lambda: sink_rows(pipeline),
     )
 

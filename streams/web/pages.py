@@ -4,7 +4,7 @@ A chDB directory can be opened by one process only, and the worker holds it,
 so `fallback report` asks the running worker for the report over HTTP instead
 of opening the database itself.
 
-    GET /health/    readiness: partitions assigned, records in flight per stage
+    GET /health/    readiness: partitions assigned, spend table caught up, records in flight
     GET /circuits/  each tier's circuit state
     GET /metrics    Prometheus metrics, text exposition format (also /metrics/;
                     streams/web/metrics.py, docs/metrics.md)
@@ -48,18 +48,15 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
 
     @app.page("/health/")
     async def health(web: View, request: Request) -> Response:
-        # Ready = both consumers hold partitions: Faust's (spend topic) and the stages'.
-        spend_assignment = app.consumer.assignment() if app.consumer else set()
+        # Ready = the stages hold partitions and the spend table has read its topic.
+        spend_ready = pipeline.spend.table is not None and pipeline.spend.table.caught_up
         stage_assignment = stages.assignment()
-        ready = (
-            bool(spend_assignment and stage_assignment)
-            and not app.rebalancing
-            and not stages.rebalancing
-        )
+        ready = bool(stage_assignment) and spend_ready and not stages.rebalancing
         body = {
             "ready": ready,
-            "assigned_partitions": len(spend_assignment) + len(stage_assignment),
+            "assigned_partitions": len(stage_assignment),
             "stage_partitions": len(stage_assignment),
+            "spend_table_caught_up": spend_ready,
             "stalled_events": stages.stalled,
             "in_flight": stages.in_flight(),
             "app_id": pipeline.config.worker.app_id,
@@ -81,9 +78,10 @@ def register_pages(app: faust.App, pipeline: Pipeline, stages: StageConsumer) ->
                 "admission_pauses": stages.admission_pauses,
                 "circuits": circuit_states(pipeline),
                 "analytics_sink": asdict(pipeline.sink.stats()) if pipeline.sink else None,
-                "tenant_spend_usd": pipeline.spend.snapshot(datetime.now(UTC).timestamp()),
-                "tenant_spend_table": dict(pipeline.spend_table.items())
-                if pipeline.spend_table is not None
+                "tenant_spend_usd": pipeline.spend.own_snapshot(datetime.now(UTC).timestamp()),
+                "tenant_spend_table": pipeline.spend.table_snapshot(),
+                "spend_table": pipeline.spend.table.progress()
+                if pipeline.spend.table is not None
                 else {},
             }
         )

@@ -80,3 +80,15 @@ def test_secrets_come_from_the_named_environment_variable(
     password = config.analytics.password()
     assert password is not None and password.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(config) and "s3cret" not in str(password)
+
+
+def test_group_timings_default_short_on_the_embedded_broker_only() -> None:
+    kafka = parse_config({"tiers": [tier()]}).kafka
+    # Tansu holds each join for half the session: 2 s there; real Kafka needs >= 6 s.
+    assert kafka.group_timings(embedded_broker=True) == (2.0, 0.5)
+    assert kafka.group_timings(embedded_broker=False) == (10.0, 1.0)
+    chosen = parse_config({"tiers": [tier()], "kafka": {"session_timeout_s": 6}}).kafka
+    assert chosen.group_timings(embedded_broker=True) == (6.0, 1.0)
+    slow_heartbeat = parse_config({"tiers": [tier()], "kafka": {"heartbeat_interval_s": 3}}).kafka
+    with pytest.raises(ConfigError, match=r"set kafka\.session_timeout_s"):
+        slow_heartbeat.group_timings(embedded_broker=True)
