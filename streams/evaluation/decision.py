@@ -27,6 +27,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from schemas.events import (
     UNAVAILABLE_MESSAGE,
@@ -520,32 +521,28 @@ def _within_deadline(request: Request, now: datetime) -> bool | None:
 def served_response(
     state: RoutedRequest, attempt: Attempt, tier: TierConfig, now: datetime
 ) -> Response:
-    request = state.request
-    return Response(
-        request_id=request.request_id,
-        tenant=request.tenant,
+    return _final_response(
+        state,
+        now,
         status="served",
         served_by=tier.name,
         model=attempt.model,
         output=attempt.output,
         confidence=effective_confidence(attempt, tier),
-        latency_ms=_elapsed_ms(request, now),
-        cost_usd=state.spent_usd,
-        deadline_ms=request.deadline_ms,
-        within_deadline=_within_deadline(request, now),
-        attempts=list(state.history),
-        created_at=request.created_at,
-        completed_at=now,
     )
 
 
 def unavailable_response(state: RoutedRequest, now: datetime) -> Response:
+    return _final_response(state, now, status="unavailable", message=UNAVAILABLE_MESSAGE)
+
+
+def _final_response(state: RoutedRequest, now: datetime, **outcome: Any) -> Response:
+    """A routed request's last word: `outcome` (its status, what served it) and the
+    totals and timing that every final response reports alike."""
     request = state.request
     return Response(
         request_id=request.request_id,
         tenant=request.tenant,
-        status="unavailable",
-        message=UNAVAILABLE_MESSAGE,
         latency_ms=_elapsed_ms(request, now),
         cost_usd=state.spent_usd,
         deadline_ms=request.deadline_ms,
@@ -553,6 +550,7 @@ def unavailable_response(state: RoutedRequest, now: datetime) -> Response:
         attempts=list(state.history),
         created_at=request.created_at,
         completed_at=now,
+        **outcome,
     )
 
 

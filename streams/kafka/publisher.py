@@ -129,16 +129,9 @@ class Publisher:
 
     async def enqueue(self, topic: str, key: str, value: bytes) -> asyncio.Future[Any]:
         """Append to the producer's batch (retrying a transient refusal); do not wait."""
-        try:
-            delivery: asyncio.Future[Any] = await self._retrying(
-                lambda: self._send(topic, key, value), f"send to {topic}"
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise PublishError(
-                f"could not send to {topic}: {exc}", retryable=send_retryable(exc)
-            ) from exc
+        delivery: asyncio.Future[Any] = await self._retrying(
+            lambda: self._send(topic, key, value), f"send to {topic}"
+        )
         delivery.add_done_callback(self._on_delivery)
         return delivery
 
@@ -148,24 +141,28 @@ class Publisher:
         async def send_and_wait() -> None:
             await (await self._send(topic, key, value))
 
+        await self._retrying(send_and_wait, f"publish to {topic}", failed=f"deliver to {topic}")
+
+    async def _retrying(
+        self, operation: Callable[[], Awaitable[Any]], what: str, failed: str | None = None
+    ) -> Any:
+        """`operation`, retried while its error is transient; what still fails
+        raises `PublishError` ("could not <failed, default what>: ...")."""
         try:
-            await self._retrying(send_and_wait, f"publish to {topic}")
+            return await retry_async(
+                operation,
+                self.send_backoff,
+                max_tries=self.send_max_tries,
+                what=what,
+                logger=log,
+                retryable=send_retryable,
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise PublishError(
-                f"could not deliver to {topic}: {exc}", retryable=send_retryable(exc)
+                f"could not {failed or what}: {exc}", retryable=send_retryable(exc)
             ) from exc
-
-    async def _retrying(self, operation: Callable[[], Awaitable[Any]], what: str) -> Any:
-        return await retry_async(
-            operation,
-            self.send_backoff,
-            max_tries=self.send_max_tries,
-            what=what,
-            logger=log,
-            retryable=send_retryable,
-        )
 
     async def _send(self, topic: str, key: str, value: bytes) -> Any:
         # Faust's ProducerT.send(topic, key, value, partition, timestamp, headers)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from streams.ops.child_process import die_with_parent
+from streams.ops.child_process import spawn_in_own_group, stop_process_group
 from streams.ops.errors import BrokerError
 
 #: the cluster id the embedded broker reports, so a worker knows it is talking to it
@@ -53,18 +52,9 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self.process.poll() is not None:
-            return
         # The broker runs in its own process group so Ctrl-C in a terminal
         # reaches us first; we end it deliberately, never leaving an orphan.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout_s)
+        stop_process_group(self.process, timeout_s, kill_wait_s=timeout_s)
 
 
 def start_broker(
@@ -73,7 +63,7 @@ def start_broker(
     """Start Tansu on a free loopback port and wait until it accepts connections."""
     port = port or free_port(host)
     url = f"tcp://{host}:{port}"
-    process = subprocess.Popen(
+    process = spawn_in_own_group(
         [
             broker_binary(),
             "broker",
@@ -86,11 +76,8 @@ def start_broker(
             "--kafka-cluster-id",
             EMBEDDED_CLUSTER_ID,
         ],
-        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        start_new_session=True,
-        preexec_fn=die_with_parent(),
         env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
     )
     broker = EmbeddedBroker(process=process, host=host, port=port)

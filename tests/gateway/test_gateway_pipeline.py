@@ -13,7 +13,6 @@ import httpx
 import openai
 import pytest
 
-from analytics.backend import ChdbBackend
 from tests.fakes.openai_server import FakeOpenAIServer, OpenAIFault
 from tests.gateway.conftest import (
     ACME_KEY,
@@ -358,17 +357,7 @@ async def test_no_key_in_any_log_topic_or_row(gateway_stack: GatewayStack) -> No
     assert all("DEBUG" in text for text in texts), "the gateways did log at debug level"
     texts += [harness.worker.log_path.read_text(errors="replace")]
     texts += [g.config_path.read_text() for g in gateway_stack.gateways]
-    harness.worker.stop()
-    analytics = harness.config.analytics
-    backend = ChdbBackend(analytics.chdb_path, analytics.database)
-    try:
-        rows = [
-            json.dumps(row, default=str)
-            for table in ("verdicts", "responses")
-            for row in backend.query(f"SELECT * FROM {analytics.database}.{table}")
-        ]
-    finally:
-        backend.close()
+    rows = harness.stored_rows_as_text()
     assert rows
     for key in ALL_KEYS:
         for needle in (key, key[-16:]):

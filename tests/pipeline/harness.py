@@ -11,6 +11,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from analytics.backend import ChdbBackend
 from schemas.events import Request, Response
 from streams.app import stage_group_id
 from streams.config import FallbackConfig
@@ -131,6 +132,20 @@ class PipelineHarness:
             return {p: await consumer.committed(TopicPartition(topic, p)) for p in partitions}
         finally:
             await consumer.stop()
+
+    def stored_rows_as_text(self, tables: tuple[str, ...] = ("verdicts", "responses")) -> list[str]:
+        """Stop the worker (it holds chDB), then every row of `tables` as JSON text."""
+        self.worker.stop()
+        analytics = self.config.analytics
+        backend = ChdbBackend(analytics.chdb_path, analytics.database)
+        try:
+            return [
+                json.dumps(row, default=str)
+                for table in tables
+                for row in backend.query(f"SELECT * FROM {analytics.database}.{table}")
+            ]
+        finally:
+            backend.close()
 
 
 def triggers(response: Response) -> list[tuple[str, str | None]]:

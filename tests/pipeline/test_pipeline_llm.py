@@ -18,7 +18,6 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from analytics.backend import ChdbBackend
 from streams.ops.broker import EmbeddedBroker
 from tests.conftest import harness_for, pipeline_config, scripted_tier
 from tests.fakes.openai_server import FakeOpenAIServer, OpenAIFault
@@ -204,15 +203,5 @@ async def test_api_key_never_leaves_the_adapter(llm_pipeline: LLMPipeline) -> No
     assert API_KEY not in config_text  # the config only names the variable
 
     # Last: stop the worker (it holds chDB) and read every ClickHouse row as text.
-    harness.worker.stop()
-    analytics = harness.config.analytics
-    backend = ChdbBackend(analytics.chdb_path, analytics.database)
-    try:
-        rows = [
-            json.dumps(row, default=str)
-            for table in ("verdicts", "responses")
-            for row in backend.query(f"SELECT * FROM {analytics.database}.{table}")
-        ]
-    finally:
-        backend.close()
+    rows = harness.stored_rows_as_text()
     assert rows and not any(API_KEY in row or API_KEY[-12:] in row for row in rows)
