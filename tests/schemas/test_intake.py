@@ -28,7 +28,10 @@ def refusal(payload: bytes, limits: RequestLimits = LIMITS) -> EventDecodeError:
 
 
 def test_request_json_minimal_gets_defaults() -> None:
-    request = read(b'{"request_id": "r1", "input": {"prompt": "hi"}}')
+    # created_at defaults to the time of reading: the clock must be read now, not
+    # at import (the suite may reach this test minutes later).
+    minimal = b'{"request_id": "r1", "input": {"prompt": "hi"}}'
+    request = read_request(minimal, LIMITS, datetime.now(UTC))
     assert request.tenant == "default" and request.tags == [] and request.created_at.tzinfo
 
 
