@@ -37,7 +37,6 @@ TOPICS = topic_catalog(
     partitions=1,
     replication_factor=1,
     retention=RetentionHours(),
-    app_id="app",
 )
 FAST = Backoff(initial_s=0.001, max_s=0.002)
 
