@@ -109,7 +109,7 @@ async def converged_spend_tables(workers: list[WorkerProcess]) -> list[dict[str,
     """Each worker's spend table once they agree (a spend event takes a hop), or as is."""
     tables: list[dict[str, float]] = []
     for _ in range(50):
-        tables = [w.get("/metrics/")["tenant_spend_table"] for w in workers]
+        tables = [w.get("/stats/")["tenant_spend_table"] for w in workers]
         if tables[0] == pytest.approx(tables[1]):
             break
         await asyncio.sleep(0.1)

@@ -20,10 +20,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from schemas.events import Request
-from streams.app import build_app, pipeline_stages
+from streams.app import build_app
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.observability import tracing
 from streams.ops.broker import EmbeddedBroker
+from streams.stages.topology import pipeline_stages
 from tests.conftest import pipeline_config, scripted_tier
 
 PROMPT = "the purple elephant's secret recipe"
@@ -70,7 +71,7 @@ async def test_one_request_is_one_trace_across_the_stages(
     pipeline = fallback.pipeline
     producer = KeepingProducer()
     pipeline.publisher.producer = producer
-    stages = {stage.topic: stage for stage in pipeline_stages(pipeline, fallback.topics)}
+    stages = {stage.topic: stage for stage in pipeline_stages(pipeline)}
 
     caller = provider.get_tracer("caller").start_span("caller")
     carrier: dict[str, str] = {}
