@@ -36,7 +36,7 @@ from streams.kafka.client_options import faust_credentials, kafka_client_options
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.faust_tuning import set_fetch_max_wait_ms
 from streams.kafka.publisher import Publisher, PublishError
-from streams.kafka.stage_consumer import Stage, StageConsumer
+from streams.kafka.stage_consumer import ErrorOutcome, Stage, StageConsumer
 from streams.kafka.topics import pipeline_topics
 from streams.stages.call import call_tier
 from streams.stages.context import Pipeline
@@ -151,11 +151,11 @@ def build_app(config: FallbackConfig) -> FallbackApp:
     app.pipeline = pipeline
     pipeline.spend_table = build_spend_table(app)
 
-    async def on_error(record: ConsumedRecord, exc: Exception, stage: str) -> bool:
+    async def on_error(record: ConsumedRecord, exc: Exception, stage: str) -> ErrorOutcome:
         if isinstance(exc, PublishError | AnalyticsError):
             # Outputs could not be delivered/written: leave the record un-finished
             # so a restart replays it, rather than dead-letter a good event.
-            return False
+            return ErrorOutcome.LEAVE_UNFINISHED
         await pipeline.publisher.dead_letter(
             record=record,
             reason=f"internal error: {type(exc).__name__}: {exc}",
@@ -163,7 +163,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
             stage=stage,
             request_id=None,
         )
-        return True
+        return ErrorOutcome.SETTLED
 
     stages = pipeline_stages(pipeline, catalog)
     app.stage_consumer = StageConsumer(

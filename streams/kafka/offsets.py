@@ -23,6 +23,9 @@ class InFlightRecord:
     offset: int
     queue: deque[InFlightRecord]
     done: bool = False
+    #: will not finish in this worker (stalled, or dropped on revocation or
+    #: stop): commits stop before it and the partition's next reader re-reads it
+    given_up: bool = False
 
 
 @dataclass
@@ -55,6 +58,15 @@ class OffsetTracker:
         if released:
             self.committable[entry.tp] = last + 1
         return released
+
+    def give_up(self, entry: InFlightRecord) -> None:
+        """`entry` will not finish here: nobody waits for it any more."""
+        entry.given_up = True
+
+    def unsettled(self, tps: Iterable[Hashable] | None = None) -> int:
+        """Records of `tps` (or of every partition) that may still finish here."""
+        queues = self.pending.values() if tps is None else (self.pending.get(tp) for tp in tps)
+        return sum(1 for queue in queues if queue for e in queue if not (e.done or e.given_up))
 
     def to_commit(self) -> dict[Hashable, int]:
         """Committable offsets that moved since the last successful commit."""

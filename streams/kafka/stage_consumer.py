@@ -41,6 +41,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -60,12 +61,26 @@ DRAIN_S = 5.0
 
 #: a handler returns None when done, or a future that resolves when the record is durable
 Handler = Callable[[ConsumedRecord], Awaitable["asyncio.Future[Any] | None"]]
-#: decides what a failed record means: True = settled (dead-lettered), False = leave un-finished
-ErrorHandler = Callable[[ConsumedRecord, Exception, str], Awaitable[bool]]
 
 
-@dataclass(eq=False)
+class ErrorOutcome(Enum):
+    """What a record whose handler raised means for its offset."""
+
+    #: handled another way (e.g. dead-lettered): the record counts as finished
+    SETTLED = "settled"
+    #: its outputs were not delivered: keep it un-finished, so its partition's
+    #: commits stop before it and the next owner of the partition re-reads it
+    LEAVE_UNFINISHED = "leave_unfinished"
+
+
+#: decides what a failed record means (record, exception, stage name)
+ErrorHandler = Callable[[ConsumedRecord, Exception, str], Awaitable[ErrorOutcome]]
+
+
+@dataclass(frozen=True, slots=True)
 class Stage:
+    """What a stage is: one topic, its handler and how records are admitted."""
+
     name: str
     topic: str
     handle: Handler
@@ -79,9 +94,18 @@ class Stage:
     entry: bool = False
     #: records waiting on this stage's partitions count as work under way
     in_pipeline: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class StageState:
+    """What a stage is doing now; only `StageConsumer` changes it."""
+
+    stage: Stage
+    #: fetched and not finished: running, waiting in the backlog or awaiting durability
     unfinished: int = 0
     #: concurrent stages: records whose task has started and not yet ended
     active: int = 0
+    #: concurrent stages: fetched records waiting for a free slot of the window
     backlog: deque[tuple[InFlightRecord, ConsumedRecord]] = field(default_factory=deque)
     running: set[asyncio.Task[None]] = field(default_factory=set)
     paused: bool = False
@@ -105,7 +129,7 @@ class StageConsumer(Service):
         max_queued_records: int = 2000,
         **kwargs: Any,
     ) -> None:
-        self.stages = {stage.topic: stage for stage in stages}
+        self.stages = {stage.topic: StageState(stage) for stage in stages}
         self.consumer_options = consumer_options
         self.producer = producer
         self.delivery_problem = delivery_problem
@@ -153,8 +177,8 @@ class StageConsumer(Service):
             await self.commit()
         except (KafkaError, PublishError) as exc:
             log.warning("final commit failed (%s): uncommitted events will be re-read", exc)
-        for stage in self.stages.values():
-            for task in list(stage.running):
+        for state in self.stages.values():
+            for task in list(state.running):
                 task.cancel()
         await self.consumer.stop()
 
@@ -162,7 +186,7 @@ class StageConsumer(Service):
         return set(self.consumer.assignment()) if self.consumer is not None else set()
 
     def in_flight(self) -> dict[str, int]:
-        return {stage.name: stage.unfinished for stage in self.stages.values()}
+        return {state.stage.name: state.unfinished for state in self.stages.values()}
 
     # ------------------------------------------------------------ consume ----
 
@@ -172,101 +196,109 @@ class StageConsumer(Service):
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=200, max_records=FETCH_MAX_RECORDS)
-                for tp, messages in sorted(batch.items(), key=self._priority):
-                    stage = self.stages[tp.topic]
-                    for message in messages:
-                        record = ConsumedRecord(
-                            tp.topic,
-                            tp.partition,
-                            message.offset,
-                            message.key,
-                            message.value or b"",
-                        )
-                        entry = self.tracker.track(tp, message.offset)
-                        stage.unfinished += 1
-                        if not stage.concurrent:
-                            await self._run(stage, entry, record)
-                        elif stage.active < stage.window and not stage.backlog:
-                            self._start(stage, entry, record)
-                        else:
-                            stage.backlog.append((entry, record))
-                    self.fetched[tp] = messages[-1].offset + 1
-                    self._pause_if_full(stage)
-                self._admit_if_room()
-                if self.after_batch is not None and batch:
-                    await self.after_batch()
+                await self.handle_batch(batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the consumer itself failed: let the worker restart
             log.critical("stage consumer failed: %r", exc)
             await self.crash(exc)
 
-    def _priority(self, item: tuple[TopicPartition, Any]) -> int:
-        return -self.stages[item[0].topic].priority
+    async def handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Hand one fetch's records to their stages, later stages first."""
+        for tp, messages in sorted(batch.items(), key=self._priority):
+            state = self.stages[tp.topic]
+            stage = state.stage
+            for message in messages:
+                record = ConsumedRecord(
+                    tp.topic, tp.partition, message.offset, message.key, message.value or b""
+                )
+                entry = self.tracker.track(tp, message.offset)
+                state.unfinished += 1
+                if not stage.concurrent:
+                    await self._run(state, entry, record)
+                elif state.active < stage.window and not state.backlog:
+                    self._start(state, entry, record)
+                else:
+                    state.backlog.append((entry, record))
+            self.fetched[tp] = messages[-1].offset + 1
+            self._pause_if_full(state)
+        self._admit_if_room()
+        if self.after_batch is not None and batch:
+            await self.after_batch()
 
-    def _start(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
-        stage.active += 1
-        task = asyncio.create_task(self._run_in_slot(stage, entry, record))
-        stage.running.add(task)
-        task.add_done_callback(stage.running.discard)
+    def _priority(self, item: tuple[TopicPartition, Any]) -> int:
+        return -self.stages[item[0].topic].stage.priority
+
+    def _start(self, state: StageState, entry: InFlightRecord, record: ConsumedRecord) -> None:
+        state.active += 1
+        task = asyncio.create_task(self._run_in_slot(state, entry, record))
+        state.running.add(task)
+        task.add_done_callback(state.running.discard)
 
     async def _run_in_slot(
-        self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord
+        self, state: StageState, entry: InFlightRecord, record: ConsumedRecord
     ) -> None:
         try:
-            await self._run(stage, entry, record)
+            await self._run(state, entry, record)
         finally:
-            stage.active -= 1
-            while stage.backlog and stage.active < stage.window:
-                self._start(stage, *stage.backlog.popleft())
-            self._resume_if_room(stage)
+            state.active -= 1
+            while state.backlog and state.active < state.stage.window:
+                self._start(state, *state.backlog.popleft())
+            self._resume_if_room(state)
 
-    async def _run(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
+    async def _run(self, state: StageState, entry: InFlightRecord, record: ConsumedRecord) -> None:
+        name = state.stage.name
         try:
-            durable = await stage.handle(record)
+            durable = await state.stage.handle(record)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception(
-                "%s: error on %s[%d]@%d", stage.name, record.topic, record.partition, record.offset
+                "%s: error on %s[%d]@%d", name, record.topic, record.partition, record.offset
             )
-            if await self.on_error(record, exc, stage.name):
-                self._finish(stage, entry)
+            outcome = await self.on_error(record, exc, name)
+            if outcome is ErrorOutcome.SETTLED:
+                self._finish(state, entry)
             else:
-                self._stall(stage, entry)
+                self._stall(state, entry)
             return
         if durable is None:
-            self._finish(stage, entry)
+            self._finish(state, entry)
         else:
-            durable.add_done_callback(lambda done: self._on_durable(stage, entry, done))
+            durable.add_done_callback(lambda done: self._on_durable(state, entry, done))
 
-    def _on_durable(self, stage: Stage, entry: InFlightRecord, done: asyncio.Future[Any]) -> None:
+    def _on_durable(
+        self, state: StageState, entry: InFlightRecord, done: asyncio.Future[Any]
+    ) -> None:
         if done.cancelled() or done.exception() is not None:
-            log.error("%s: record at offset %d not durable: %r", stage.name, entry.offset, done)
-            self._stall(stage, entry)
+            log.error(
+                "%s: record at offset %d not durable: %r", state.stage.name, entry.offset, done
+            )
+            self._stall(state, entry)
         else:
-            self._finish(stage, entry)
+            self._finish(state, entry)
 
-    def _finish(self, stage: Stage, entry: InFlightRecord) -> None:
+    def _finish(self, state: StageState, entry: InFlightRecord) -> None:
         self.tracker.finish(entry)
-        self._release(stage)
+        self._release(state)
 
-    def _stall(self, stage: Stage, entry: InFlightRecord) -> None:
+    def _stall(self, state: StageState, entry: InFlightRecord) -> None:
         """Outputs could not be delivered or written: the record stays un-finished
         in the tracker, so its partition's commits stop there and a restart
         re-reads it; it no longer takes a slot of the stage's window."""
         self.stalled += 1
-        self._release(stage)
+        self.tracker.give_up(entry)
+        self._release(state)
 
-    def _release(self, stage: Stage) -> None:
-        stage.unfinished -= 1
-        self._resume_if_room(stage)
+    def _release(self, state: StageState) -> None:
+        state.unfinished -= 1
+        self._resume_if_room(state)
 
-    def _resume_if_room(self, stage: Stage) -> None:
-        if stage.entry and not self.admitting:
+    def _resume_if_room(self, state: StageState) -> None:
+        if state.stage.entry and not self.admitting:
             return
-        if stage.paused and stage.unfinished < stage.window and not stage.backlog:
-            self._set_paused(stage, False)
+        if state.paused and state.unfinished < state.stage.window and not state.backlog:
+            self._set_paused(state, False)
 
     def queued_in_pipeline(self) -> int:
         """Records the broker holds for this worker's pipeline partitions, not fetched yet."""
@@ -274,8 +306,7 @@ class StageConsumer(Service):
         assert consumer is not None
         queued = 0
         for tp in consumer.assignment():
-            stage = self.stages[tp.topic]
-            if stage.in_pipeline and tp in self.fetched:
+            if self.stages[tp.topic].stage.in_pipeline and tp in self.fetched:
                 queued += max((consumer.highwater(tp) or 0) - self.fetched[tp], 0)
         return queued + sum(len(s.backlog) for s in self.stages.values())
 
@@ -287,19 +318,20 @@ class StageConsumer(Service):
         if admitting != self.admitting:
             self.admitting = admitting
             self.admission_pauses += not admitting
-            for stage in self.stages.values():
-                if stage.entry:
-                    self._set_paused(stage, not admitting or stage.unfinished >= stage.window)
+            for state in self.stages.values():
+                if state.stage.entry:
+                    full = state.unfinished >= state.stage.window
+                    self._set_paused(state, not admitting or full)
 
-    def _pause_if_full(self, stage: Stage) -> None:
-        if not stage.paused and (stage.unfinished >= stage.window or stage.backlog):
-            self._set_paused(stage, True)
+    def _pause_if_full(self, state: StageState) -> None:
+        if not state.paused and (state.unfinished >= state.stage.window or state.backlog):
+            self._set_paused(state, True)
 
-    def _set_paused(self, stage: Stage, paused: bool) -> None:
-        stage.paused = paused
+    def _set_paused(self, state: StageState, paused: bool) -> None:
+        state.paused = paused
         if self.consumer is None:
             return
-        tps = [tp for tp in self.consumer.assignment() if tp.topic == stage.topic]
+        tps = [tp for tp in self.consumer.assignment() if tp.topic == state.stage.topic]
         if paused:
             self.consumer.pause(*tps)
         else:
@@ -320,7 +352,24 @@ class StageConsumer(Service):
                 return
 
     async def commit(self) -> None:
-        """Commit every finished offset whose outputs are delivered."""
+        """Commit every finished offset whose outputs are delivered.
+
+        One commit at a time, in this order:
+
+        1. Take the committable offsets: per partition, past the last record
+           that is finished together with every record before it
+           (`OffsetTracker`).  A sink record is finished once its row is
+           written, so the sinks need no flush here.  Nothing moved: done.
+        2. Run `before_commit` (the tenant spend of those records goes into the
+           producer, so a committed charge is never lost).
+        3. Flush the producer.  Every output of those records was enqueued
+           before they became committable, so after the flush each output is
+           delivered or failed.
+        4. Check deliveries: if any enqueued record failed, refuse to commit
+           (`PublishError`; the worker crashes and a restart re-reads the
+           uncommitted records).
+        5. Commit the offsets to the group, and remember them as committed.
+        """
         consumer = self.consumer
         assert consumer is not None
         async with self._commit_lock:
@@ -329,8 +378,6 @@ class StageConsumer(Service):
                 return
             if self.before_commit is not None:
                 await self.before_commit()
-            # Every record enqueued for these offsets was enqueued before they
-            # became committable, so after this flush each is delivered or failed.
             await self.producer.flush()
             problem = self.delivery_problem()
             if problem is not None:
@@ -341,18 +388,22 @@ class StageConsumer(Service):
     # ---------------------------------------------------------- rebalance ----
 
     async def _drain(self, tps: set[TopicPartition] | None, seconds: float) -> None:
-        """Drop waiting records (of `tps`, or all); give running work `seconds` to finish."""
-        for stage in self.stages.values():
-            kept = deque(
-                item for item in stage.backlog if tps is not None and item[0].tp not in tps
-            )
-            stage.unfinished -= len(stage.backlog) - len(kept)  # re-read by the next owner
-            stage.backlog = kept
-            self._resume_if_room(stage)
+        """Drop waiting records (of `tps`, or all); give running work `seconds` to finish.
+
+        Running records and those awaiting durability (the sink) may finish
+        within `seconds`; dropped and stalled ones will not finish by waiting."""
+        for state in self.stages.values():
+            kept: deque[tuple[InFlightRecord, ConsumedRecord]] = deque()
+            for entry, record in state.backlog:
+                if tps is None or entry.tp in tps:
+                    self.tracker.give_up(entry)  # re-read by the next owner
+                    state.unfinished -= 1
+                else:
+                    kept.append((entry, record))
+            state.backlog = kept
+            self._resume_if_room(state)
         deadline = time.monotonic() + seconds
-        # `unfinished` counts running records and those awaiting durability (the
-        # sink), not stalled ones: those will not finish by waiting.
-        while time.monotonic() < deadline and any(s.unfinished for s in self.stages.values()):
+        while time.monotonic() < deadline and self.tracker.unsettled(tps):
             await asyncio.sleep(0.05)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -368,9 +419,9 @@ class StageConsumer(Service):
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalancing = False
-        for stage in self.stages.values():
-            if stage.paused:
-                self._set_paused(stage, True)  # pause state is per partition: re-apply
+        for state in self.stages.values():
+            if state.paused:
+                self._set_paused(state, True)  # pause state is per partition: re-apply
 
 
 class _Rebalance(ConsumerRebalanceListener):
