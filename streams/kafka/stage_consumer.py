@@ -31,6 +31,9 @@ What a stage promises, and what this service guarantees in return:
   in the later stages' partitions: new requests wait in their topic.
 - On a rebalance, running work gets a bounded time to finish and be
   committed before the revoked partitions go.
+- Record handling takes bounded turns on the event loop (`Turns`,
+  streams/kafka/turns.py), so /health/ and the producer's I/O are served
+  between them however much work is ready.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from mode import Service
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.offsets import InFlightRecord, OffsetTracker
 from streams.kafka.publisher import PublishError
+from streams.kafka.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ log = logging.getLogger(__name__)
 FETCH_MAX_RECORDS = 1000
 #: on shutdown and on revocation, how long running work may take to finish at most
 DRAIN_S = 5.0
+#: record handling per event-loop iteration at most (streams/kafka/turns.py)
+TURN_BUDGET_S = 0.005
 
 #: a handler returns None when done, or a future that resolves when the record is durable
 Handler = Callable[[ConsumedRecord], Awaitable["asyncio.Future[Any] | None"]]
@@ -142,6 +148,8 @@ class StageConsumer(Service):
         self.tracker = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
         self.rebalancing = False
+        #: counts revocations: a batch fetched before one is not handled further
+        self.generation = 0
         self.stalled = 0
         self._loops: list[asyncio.Task[None]] = []
         #: per partition, the offset after the last record fetched
@@ -151,6 +159,7 @@ class StageConsumer(Service):
         self.admitting = True
         self.admission_pauses = 0
         self._commit_lock = asyncio.Lock()
+        self.turns = Turns(TURN_BUDGET_S)
         super().__init__(**kwargs)
 
     # ---------------------------------------------------------- lifecycle ----
@@ -204,11 +213,22 @@ class StageConsumer(Service):
             await self.crash(exc)
 
     async def handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Hand one fetch's records to their stages, later stages first."""
+        """Hand one fetch's records to their stages, later stages first.
+
+        Each record waits for its turn (`Turns`): the web pages (/health/), the
+        producer's I/O and the model-call tasks share this event loop, and one
+        fetch takes up to `FETCH_MAX_RECORDS` records."""
+        generation = self.generation
         for tp, messages in sorted(batch.items(), key=self._priority):
             state = self.stages[tp.topic]
             stage = state.stage
             for message in messages:
+                if not stage.concurrent:
+                    await self.turns.take()  # (a concurrent record's task takes its own)
+                if self.generation != generation:
+                    # Revoked meanwhile (aiokafka's rebalances are eager: every
+                    # partition goes); the next owner reads from the last commit.
+                    return
                 record = ConsumedRecord(
                     tp.topic, tp.partition, message.offset, message.key, message.value or b""
                 )
@@ -239,6 +259,7 @@ class StageConsumer(Service):
         self, state: StageState, entry: InFlightRecord, record: ConsumedRecord
     ) -> None:
         try:
+            await self.turns.take()
             await self._run(state, entry, record)
         finally:
             state.active -= 1
@@ -373,7 +394,8 @@ class StageConsumer(Service):
         consumer = self.consumer
         assert consumer is not None
         async with self._commit_lock:
-            offsets = self.tracker.to_commit()
+            assigned = consumer.assignment()
+            offsets = {tp: o for tp, o in self.tracker.to_commit().items() if tp in assigned}
             if not offsets:
                 return
             if self.before_commit is not None:
@@ -408,6 +430,7 @@ class StageConsumer(Service):
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         self.rebalancing = True
+        self.generation += 1
         await self._drain(revoked, self.revoke_drain_s)
         try:
             await self.commit()
