@@ -187,6 +187,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         commit_interval_s=kafka.commit_interval_s,
         rebalance_timeout_s=kafka.rebalance_timeout_s,
         max_queued_records=config.worker.max_queued_records,
+        stuck_after_s=config.worker.stuck_after_s,
     )
 
     async def spend_agent(stream: StreamT) -> None:

@@ -31,6 +31,10 @@ What a stage promises, and what this service guarantees in return:
   in the later stages' partitions: new requests wait in their topic.
 - On a rebalance, running work gets a bounded time to finish and be
   committed before the revoked partitions go.
+- A stuck partition stops the worker (exit code 1) for its supervisor to
+  restart: one whose oldest unfinished record has been handled (or stalled)
+  for `stuck_after_s`, or no commit succeeding for that long while offsets
+  wait.  A restart re-reads what was not committed.
 - Record handling takes bounded turns on the event loop (`Turns`,
   streams/kafka/turns.py), so /health/ and the producer's I/O are served
   between them however much work is ready.
@@ -51,6 +55,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from schemas.errors import FallbackError
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.offsets import InFlightRecord, OffsetTracker
 from streams.kafka.publisher import PublishError
@@ -67,6 +72,10 @@ TURN_BUDGET_S = 0.005
 
 #: a handler returns None when done, or a future that resolves when the record is durable
 Handler = Callable[[ConsumedRecord], Awaitable["asyncio.Future[Any] | None"]]
+
+
+class StuckConsumer(FallbackError):
+    """A partition made no commit progress for `stuck_after_s`: the worker exits."""
 
 
 class ErrorOutcome(Enum):
@@ -133,6 +142,7 @@ class StageConsumer(Service):
         commit_interval_s: float = 1.0,
         rebalance_timeout_s: float = 10.0,
         max_queued_records: int = 2000,
+        stuck_after_s: float | None = None,
         **kwargs: Any,
     ) -> None:
         self.stages = {stage.topic: StageState(stage) for stage in stages}
@@ -160,6 +170,9 @@ class StageConsumer(Service):
         self.admission_pauses = 0
         self._commit_lock = asyncio.Lock()
         self.turns = Turns(TURN_BUDGET_S)
+        self.stuck_after_s = stuck_after_s
+        #: the last commit that succeeded or found nothing to commit (time.monotonic())
+        self.commit_ok_at = time.monotonic()
         super().__init__(**kwargs)
 
     # ---------------------------------------------------------- lifecycle ----
@@ -170,10 +183,15 @@ class StageConsumer(Service):
         )
         self.consumer.subscribe(list(self.stages), listener=_Rebalance(self))
         await self.consumer.start()
+        self.commit_ok_at = time.monotonic()
         self._loops = [
             asyncio.create_task(self._consume(), name="stage-consumer"),
             asyncio.create_task(self._commit_every_interval(), name="stage-commits"),
         ]
+        if self.stuck_after_s is not None:
+            self._loops.append(
+                asyncio.create_task(self._exit_when_stuck(self.stuck_after_s), name="stage-stuck")
+            )
 
     async def on_stop(self) -> None:
         for loop in self._loops:
@@ -286,6 +304,7 @@ class StageConsumer(Service):
         if durable is None:
             self._finish(state, entry)
         else:
+            self.tracker.await_durability(entry)
             durable.add_done_callback(lambda done: self._on_durable(state, entry, done))
 
     def _on_durable(
@@ -397,6 +416,7 @@ class StageConsumer(Service):
             assigned = consumer.assignment()
             offsets = {tp: o for tp, o in self.tracker.to_commit().items() if tp in assigned}
             if not offsets:
+                self.commit_ok_at = time.monotonic()
                 return
             if self.before_commit is not None:
                 await self.before_commit()
@@ -406,6 +426,34 @@ class StageConsumer(Service):
                 raise PublishError(f"refusing to commit offsets: {problem}")
             await consumer.commit(offsets)
             self.tracker.mark_committed(offsets)
+            self.commit_ok_at = time.monotonic()
+
+    # -------------------------------------------------------------- stuck ----
+
+    def stuck_problem(self, after_s: float) -> str | None:
+        """Why the consumer is stuck, if it is: see the module docstring."""
+        now = time.monotonic()
+        problems = []
+        for entry in self.tracker.stuck(fetched_before=now - after_s):
+            tp = entry.tp
+            assert isinstance(tp, TopicPartition)
+            how = "stalled (outputs not delivered)" if entry.given_up else "still being handled"
+            problems.append(
+                f"{self.stages[tp.topic].stage.name}: {tp.topic}[{tp.partition}]@{entry.offset} "
+                f"{how} after {now - entry.tracked_at:.0f} s"
+            )
+        if now - self.commit_ok_at > after_s and self.tracker.to_commit():
+            problems.append(f"no commit succeeded for {now - self.commit_ok_at:.0f} s")
+        return "; ".join(problems) or None
+
+    async def _exit_when_stuck(self, after_s: float) -> None:
+        while True:
+            await asyncio.sleep(min(after_s / 4, 5.0))
+            problem = self.stuck_problem(after_s)
+            if problem is not None:
+                log.critical("stuck consumer, the worker exits for a restart: %s", problem)
+                await self.crash(StuckConsumer(problem))
+                return
 
     # ---------------------------------------------------------- rebalance ----
 

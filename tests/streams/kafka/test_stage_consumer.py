@@ -265,3 +265,60 @@ async def test_only_one_commit_runs_at_a_time() -> None:
     await consumer.handle_batch(batch(tp, range(2)))
     await asyncio.gather(consumer.commit(), consumer.commit())
     assert fake.commits == [{tp: 2}]  # the second found nothing new to commit
+
+
+async def test_a_record_unfinished_too_long_makes_the_consumer_exit() -> None:
+    """Stuck = a record still being handled or stalled since before the threshold;
+    a sink row being written is the sink's business and never counts."""
+    calls = Gated()
+    durable: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def sink(record: ConsumedRecord) -> asyncio.Future[None]:
+        return durable
+
+    async def fail(record: ConsumedRecord) -> None:
+        raise RuntimeError("delivery failed")
+
+    async def leave_unfinished(record: ConsumedRecord, exc: Exception, stage: str) -> ErrorOutcome:
+        return ErrorOutcome.LEAVE_UNFINISHED
+
+    stages = [
+        Stage("call", "tier", calls, window=10, concurrent=True),
+        Stage("sink", "verdicts", sink, window=10),
+        Stage("evaluate", "attempts", fail, window=10),
+    ]
+    consumer, _ = stage_consumer(stages, leave_unfinished)
+    await consumer.handle_batch(
+        {
+            **batch(TopicPartition("tier", 0), range(2)),
+            **batch(TopicPartition("tier", 1), range(1)),
+            **batch(TopicPartition("verdicts", 0), range(1)),
+            **batch(TopicPartition("attempts", 1), range(1)),
+        }
+    )
+    await calls.release((0, 1), (1, 0))
+    assert consumer.stuck_problem(after_s=3600) is None  # all fetched just now
+    problem = consumer.stuck_problem(after_s=0)
+    assert problem is not None
+    assert "call: tier[0]@0 still being handled" in problem
+    assert "evaluate: attempts[1]@0 stalled" in problem
+    assert "tier[1]" not in problem and "verdicts" not in problem
+
+    crashes: list[BaseException] = []
+
+    async def crash(reason: BaseException) -> None:
+        crashes.append(reason)
+
+    consumer.crash = crash  # type: ignore[method-assign]
+    await asyncio.wait_for(consumer._exit_when_stuck(0.01), timeout=5)
+    assert [type(c).__name__ for c in crashes] == ["StuckConsumer"]
+
+
+async def test_commits_failing_too_long_make_the_consumer_exit() -> None:
+    stage = Stage("route", "requests", done, 10)
+    consumer, _ = stage_consumer([stage])
+    await consumer.handle_batch(batch(TopicPartition("requests", 0), range(3)))
+    consumer.commit_ok_at -= 60  # as if every commit had failed for a minute
+    assert consumer.stuck_problem(after_s=30) == "no commit succeeded for 60 s"
+    await consumer.commit()
+    assert consumer.stuck_problem(after_s=30) is None
