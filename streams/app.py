@@ -188,6 +188,7 @@ def build_app(config: FallbackConfig) -> FallbackApp:
         rebalance_timeout_s=kafka.rebalance_timeout_s,
         max_queued_records=config.worker.max_queued_records,
         stuck_after_s=config.worker.stuck_after_s,
+        shutdown_grace_s=config.worker.shutdown_grace_s,
     )
 
     async def spend_agent(stream: StreamT) -> None:

@@ -95,6 +95,13 @@ class WorkerConfig(Strict):
         "(still being handled, or stalled), or no commit succeeding for this long, makes "
         "the worker exit with code 1 for its supervisor to restart it; null: never",
     )
+    shutdown_grace_s: float = Field(
+        default=5.0,
+        ge=2.0,
+        description="on SIGTERM the worker exits within this long: running records get "
+        "all of it but 2 s (commit, leave, close) to finish; the rest is re-read by "
+        "the partitions' next owner",
+    )
     response_format: Literal["json", "avro"] = Field(
         default="json", description="encoding of <prefix>responses (schemas/avro/response.avsc)"
     )

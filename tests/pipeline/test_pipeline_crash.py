@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
 from streams.ops.broker import EmbeddedBroker
 from tests.conftest import harness_for, pipeline_config
+from tests.pipeline.delivery_check import all_responses
 
 
 async def test_a_stuck_partition_stops_the_worker_and_its_replacement_answers(
@@ -18,7 +18,7 @@ async def test_a_stuck_partition_stops_the_worker_and_its_replacement_answers(
     commits stop there while later records keep coming.  After
     `worker.stuck_after_s` the worker exits non-zero; a restarted worker
     re-reads the uncommitted request and answers it."""
-    marker = tmp_path / "hung-once"
+    marker = tmp_path / "answer-the-hung-request"
     config = pipeline_config(
         broker,
         tmp_path,
@@ -27,7 +27,7 @@ async def test_a_stuck_partition_stops_the_worker_and_its_replacement_answers(
                 "name": "primary",
                 "adapter": {
                     "kind": "python",
-                    "callable": "tests.pipeline.crash_models:hang_once",
+                    "callable": "tests.pipeline.crash_models:hang_until",
                     "options": {"marker": str(marker)},
                 },
                 "timeout_ms": 3_600_000,
@@ -42,7 +42,7 @@ async def test_a_stuck_partition_stops_the_worker_and_its_replacement_answers(
         others = [first.new_request() for _ in range(20)]
         served = await first.ask_many(others, timeout_s=30)
         assert {r.status for r in served} == {"served"}
-        assert marker.exists() and not hung.done()
+        assert not hung.done()
         started = time.monotonic()
         code = await asyncio.to_thread(first.worker.process.wait, 60)
         waited = time.monotonic() - started
@@ -50,9 +50,10 @@ async def test_a_stuck_partition_stops_the_worker_and_its_replacement_answers(
     print(f"stuck worker exited with {code} {waited:.1f} s after the other requests were served")
     assert code not in (0, None), log
     assert "stuck consumer" in log and "primary[" in log, log
-    async with harness_for(config, tmp_path) as second:
+    marker.touch()  # the replacement's call answers
+    wanted = {"hung"} | {r.request_id for r in others}
+    async with harness_for(config, tmp_path):
         # Read from the start: the replacement may answer before a listener joins.
-        records = await second.read_topic(second.client.topics.responses, until=21, timeout_s=60)
-    answered = {r.key.decode(): json.loads(r.value)["status"] for r in records}
-    assert answered.get("hung") == "served"
-    assert set(answered) == {"hung"} | {r.request_id for r in others}
+        responses = await all_responses(config, wanted, timeout_s=60)
+    assert {r.request_id: r.status for r in responses}.get("hung") == "served"
+    assert {r.request_id for r in responses} == wanted

@@ -22,6 +22,7 @@ class FakeConsumer:
     assigned: set[TopicPartition]
     paused: set[TopicPartition] = field(default_factory=set)
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    stopped: bool = False
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.assigned)
@@ -37,6 +38,9 @@ class FakeConsumer:
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.commits.append(dict(offsets))
+
+    async def stop(self) -> None:
+        self.stopped = True
 
     @property
     def committed(self) -> dict[TopicPartition, int]:
@@ -322,3 +326,29 @@ async def test_commits_failing_too_long_make_the_consumer_exit() -> None:
     assert consumer.stuck_problem(after_s=30) == "no commit succeeded for 60 s"
     await consumer.commit()
     assert consumer.stuck_problem(after_s=30) is None
+
+
+async def test_a_stop_commits_what_finished_within_the_grace_and_drops_the_rest() -> None:
+    calls = Gated()
+    stage = Stage("call", "tier", calls, window=2, concurrent=True)
+    consumer, fake = stage_consumer([stage])
+    consumer.stop_drain_s = 0.3
+    tp = TopicPartition("tier", 0)
+    await consumer.handle_batch(batch(tp, range(4)))
+    await settle()
+
+    async def finish_one_during_the_grace() -> None:
+        await asyncio.sleep(0.1)
+        await calls.release((0, 0))
+
+    releaser = asyncio.create_task(finish_one_during_the_grace())
+    await consumer.on_stop()
+    await releaser
+    # 0 finished within the grace: committed.  1 ran past it: cancelled.  2 and
+    # 3 waited for a slot: dropped at once.  The next owner reads from 1.
+    assert fake.committed == {tp: 1} and fake.stopped
+    assert calls.started == [(0, 0), (0, 1)]
+    await settle()
+    assert not any(state.running for state in consumer.stages.values())
+    await consumer.handle_batch(batch(tp, range(4, 6)))
+    assert calls.started == [(0, 0), (0, 1)]  # stopped: nothing new starts
