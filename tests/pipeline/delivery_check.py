@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from analytics.backend import ChdbBackend
 from schemas.codec import decode_avro, decode_response
@@ -26,11 +26,11 @@ from streams.kafka.topics import pipeline_topics
 async def read_from_start(
     config: FallbackConfig,
     topic: str,
-    complete: Callable[[list[bytes]], bool] = lambda values: False,
+    complete: Callable[[list[ConsumerRecord]], bool] = lambda records: True,
     idle_s: float = 2.0,
     timeout_s: float = 90.0,
-) -> list[bytes]:
-    """Every value on `topic` from the beginning: read until `complete(values)`
+) -> list[ConsumerRecord]:
+    """Every record on `topic` from the beginning: read until `complete(records)`
     and then nothing new for `idle_s` (late duplicates), or `timeout_s`.
 
     Not up to the end offsets: the embedded broker's ListOffsets can report
@@ -41,14 +41,14 @@ async def read_from_start(
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        values: list[bytes] = []
+        values: list[ConsumerRecord] = []
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         idle_since = loop.time()
         while loop.time() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
-                values.extend(r.value for r in records)
+                values.extend(records)
             if batch:
                 idle_since = loop.time()
             elif loop.time() - idle_since >= idle_s and complete(values):
@@ -64,11 +64,11 @@ async def all_responses(
     """Every response on the topic, once each of `wanted` has one and no more
     came for 2 s (or `timeout_s` passed)."""
 
-    def decode(values: list[bytes]) -> list[Response]:
-        return [decode_response(v, config.worker.response_format) for v in values]
+    def decode(records: list[ConsumerRecord]) -> list[Response]:
+        return [decode_response(r.value, config.worker.response_format) for r in records]
 
-    def complete(values: list[bytes]) -> bool:
-        return wanted <= {r.request_id for r in decode(values)}
+    def complete(records: list[ConsumerRecord]) -> bool:
+        return wanted <= {r.key.decode() for r in records}
 
     topic = pipeline_topics(config).responses
     return decode(await read_from_start(config, topic, complete, timeout_s=timeout_s))
@@ -76,8 +76,8 @@ async def all_responses(
 
 async def verdict_events(config: FallbackConfig) -> Counter[tuple[str, int]]:
     """Verdict records on the verdicts topic per (request_id, attempt)."""
-    values = await read_from_start(config, pipeline_topics(config).verdicts, lambda v: True)
-    verdicts = [decode_avro(Verdict, v) for v in values]
+    records = await read_from_start(config, pipeline_topics(config).verdicts)
+    verdicts = [decode_avro(Verdict, r.value) for r in records]
     return Counter((v.request_id, v.attempt) for v in verdicts)
 
 
@@ -118,3 +118,11 @@ def verdict_rows(config: FallbackConfig) -> VerdictRows:
 def implied_attempts(responses: list[Response]) -> set[tuple[str, int]]:
     """(request_id, attempt) for every attempt any response reports."""
     return {(r.request_id, a.attempt) for r in responses for a in r.attempts}
+
+
+async def uncommitted_records(
+    config: FallbackConfig, topic: str, committed: dict[int, int | None]
+) -> int:
+    """Records of `topic` at or after the group's committed offset per partition."""
+    records = await read_from_start(config, topic, idle_s=1.0)
+    return sum(1 for r in records if r.offset >= (committed.get(r.partition) or 0))
