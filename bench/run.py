@@ -1,6 +1,6 @@
 """`make bench`: start the embedded broker, run every figure, print a summary table.
 
-    python -m bench.run [--only 1,1a,1b,3,4,5,startup] [--workers N] [--profile DIR]
+    python -m bench.run [--only 1,1a,1b,1h,3,4,5,startup] [--workers N] [--profile DIR]
 
 Figures are printed, never asserted.  Each figure runs its own worker process
 (own topics and consumer group) against one shared embedded broker.
@@ -25,6 +25,7 @@ from bench.figures import (
 )
 from bench.gateway import gateway_figures
 from bench.harness import workdir
+from bench.health import health_under_load
 from bench.startup import startup
 from streams.ops.broker import running_broker
 
@@ -71,6 +72,9 @@ async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]
                 broker, directory, analytics=True, profiler=profiler, with_latency=False
             )
             rows.extend(found)
+        if "1h" in only:
+            print(f"figure 1h: /health/ during the figure-1 blast, {processes} worker(s)")
+            rows.extend(await health_under_load(broker, directory, processes))
         if "3" in only:
             print("figure 3: three tiers, fallback hops")
             rows.extend(await fallback_hops(broker, directory))
@@ -89,7 +93,7 @@ async def run(only: set[str], profile: Path | None, processes: int) -> list[Row]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", default="1,1a,1b,3,4,5,startup", help="figures to run (2 runs with 1)"
+        "--only", default="1,1a,1b,1h,3,4,5,startup", help="figures to run (2 runs with 1)"
     )
     parser.add_argument(
         "--workers",

@@ -145,6 +145,8 @@ def build_app(config: FallbackConfig, embedded_broker: bool = False) -> Fallback
         commit_interval_s=config.kafka.commit_interval_s,
         rebalance_timeout_s=config.kafka.rebalance_timeout_s,
         max_queued_records=config.worker.max_queued_records,
+        stuck_after_s=config.worker.stuck_after_s,
+        shutdown_grace_s=config.worker.shutdown_grace_s,
     )
     app.pipeline, app.spend_table, app.stage_consumer = pipeline, spend.table, stage_consumer
     register_pages(app, pipeline, stage_consumer)

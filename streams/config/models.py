@@ -141,6 +141,20 @@ class WorkerConfig(Strict):
         "above which it stops taking new requests",
     )
     data_dir: str = Field(default=".data", description="worker-local state (Faust's data dir)")
+    stuck_after_s: float | None = Field(
+        default=120.0,
+        gt=0,
+        description="a partition whose oldest unfinished record was fetched this long ago "
+        "(still being handled, or stalled), or no commit succeeding for this long, makes "
+        "the worker exit with code 1 for its supervisor to restart it; null: never",
+    )
+    shutdown_grace_s: float = Field(
+        default=5.0,
+        ge=2.0,
+        description="on SIGTERM the worker exits within this long: running records get "
+        "all of it but 2 s (commit, leave, close) to finish; the rest is re-read by "
+        "the partitions' next owner",
+    )
     response_format: Literal["json", "avro"] = Field(
         default="json", description="encoding of <prefix>responses (schemas/avro/response.avsc)"
     )

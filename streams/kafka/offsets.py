@@ -12,6 +12,7 @@ past a finished head, so there is never a gap to skip.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +23,14 @@ class InFlightRecord:
     tp: Hashable
     offset: int
     queue: deque[InFlightRecord]
+    #: when it was fetched (time.monotonic())
+    tracked_at: float
     done: bool = False
+    #: handled; finished once its output is durable (a sink row being written)
+    awaiting_durability: bool = False
+    #: will not finish in this worker (stalled, or dropped on revocation or
+    #: stop): commits stop before it and the partition's next reader re-reads it
+    given_up: bool = False
 
 
 @dataclass
@@ -37,7 +45,7 @@ class OffsetTracker:
         queue = self.pending.get(tp)
         if queue is None:
             queue = self.pending[tp] = deque()
-        entry = InFlightRecord(tp, offset, queue)
+        entry = InFlightRecord(tp, offset, queue, time.monotonic())
         queue.append(entry)
         return entry
 
@@ -55,6 +63,32 @@ class OffsetTracker:
         if released:
             self.committable[entry.tp] = last + 1
         return released
+
+    def await_durability(self, entry: InFlightRecord) -> None:
+        entry.awaiting_durability = True
+
+    def give_up(self, entry: InFlightRecord) -> None:
+        """`entry` will not finish here: nobody waits for it any more."""
+        entry.given_up = True
+
+    def unsettled(self, tps: Iterable[Hashable] | None = None) -> int:
+        """Records of `tps` (or of every partition) that may still finish here."""
+        queues = self.pending.values() if tps is None else (self.pending.get(tp) for tp in tps)
+        return sum(1 for queue in queues if queue for e in queue if not (e.done or e.given_up))
+
+    def stuck(self, fetched_before: float) -> list[InFlightRecord]:
+        """Per partition, the oldest record fetched before `fetched_before` that
+        holds its commits and is not waiting for a write (the sink's own
+        business): one still being handled, or one given up on (stalled)."""
+        found = []
+        for queue in self.pending.values():
+            for entry in queue:
+                if entry.done or (entry.awaiting_durability and not entry.given_up):
+                    continue
+                if entry.tracked_at < fetched_before:
+                    found.append(entry)
+                break  # later records were fetched later
+        return found
 
     def to_commit(self) -> dict[Hashable, int]:
         """Committable offsets that moved since the last successful commit."""

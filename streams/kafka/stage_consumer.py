@@ -31,6 +31,13 @@ What a stage promises, and what this service guarantees in return:
   in the later stages' partitions: new requests wait in their topic.
 - On a rebalance, running work gets a bounded time to finish and be
   committed before the revoked partitions go.
+- A stuck partition stops the worker (exit code 1) for its supervisor to
+  restart: one whose oldest unfinished record has been handled (or stalled)
+  for `stuck_after_s`, or no commit succeeding for that long while offsets
+  wait.  A restart re-reads what was not committed.
+- Record handling takes bounded turns on the event loop (`Turns`,
+  streams/kafka/turns.py), so /health/ and the producer's I/O are served
+  between them however much work is ready.
 """
 
 from __future__ import annotations
@@ -41,32 +48,59 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from schemas.errors import FallbackError
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.offsets import InFlightRecord, OffsetTracker
 from streams.kafka.publisher import PublishError
+from streams.kafka.turns import Turns
 from streams.observability.tracing import traced
 
 log = logging.getLogger(__name__)
 
 #: records one fetch hands over at most; bounds how far a stage overshoots its window
 FETCH_MAX_RECORDS = 1000
-#: on shutdown and on revocation, how long running work may take to finish at most
-DRAIN_S = 5.0
+#: on revocation, how long running work may take to finish at most
+REVOKE_DRAIN_S = 5.0
+#: of the shutdown grace, what running work does not get: the final commit,
+#: leaving the group, the rest of Faust's stop, and mode closing the event loop
+#: (which alone sleeps 1 s); 1.1-1.8 s measured after the drain
+STOP_RESERVE_S = 2.0
+#: record handling per event-loop iteration at most (streams/kafka/turns.py)
+TURN_BUDGET_S = 0.005
 
 #: a handler returns None when done, or a future that resolves when the record is durable
 Handler = Callable[[ConsumedRecord], Awaitable["asyncio.Future[Any] | None"]]
-#: decides what a failed record means: True = settled (dead-lettered), False = leave un-finished
-ErrorHandler = Callable[[ConsumedRecord, Exception, str], Awaitable[bool]]
 
 
-@dataclass(eq=False)
+class StuckConsumer(FallbackError):
+    """A partition made no commit progress for `stuck_after_s`: the worker exits."""
+
+
+class ErrorOutcome(Enum):
+    """What a record whose handler raised means for its offset."""
+
+    #: handled another way (e.g. dead-lettered): the record counts as finished
+    SETTLED = "settled"
+    #: its outputs were not delivered: keep it un-finished, so its partition's
+    #: commits stop before it and the next owner of the partition re-reads it
+    LEAVE_UNFINISHED = "leave_unfinished"
+
+
+#: decides what a failed record means (record, exception, stage name)
+ErrorHandler = Callable[[ConsumedRecord, Exception, str], Awaitable[ErrorOutcome]]
+
+
+@dataclass(frozen=True, slots=True)
 class Stage:
+    """What a stage is: one topic, its handler and how records are admitted."""
+
     name: str
     topic: str
     handle: Handler
@@ -80,9 +114,18 @@ class Stage:
     entry: bool = False
     #: records waiting on this stage's partitions count as work under way
     in_pipeline: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class StageState:
+    """What a stage is doing now; only `StageConsumer` changes it."""
+
+    stage: Stage
+    #: fetched and not finished: running, waiting in the backlog or awaiting durability
     unfinished: int = 0
     #: concurrent stages: records whose task has started and not yet ended
     active: int = 0
+    #: concurrent stages: fetched records waiting for a free slot of the window
     backlog: deque[tuple[InFlightRecord, ConsumedRecord]] = field(default_factory=deque)
     running: set[asyncio.Task[None]] = field(default_factory=set)
     paused: bool = False
@@ -104,9 +147,12 @@ class StageConsumer(Service):
         commit_interval_s: float = 1.0,
         rebalance_timeout_s: float = 10.0,
         max_queued_records: int = 2000,
+        stuck_after_s: float | None = None,
+        shutdown_grace_s: float = 5.0,
         **kwargs: Any,
     ) -> None:
-        self.stages = {stage.topic: stage for stage in stages}
+        self.stages = {stage.topic: StageState(stage) for stage in stages}
+        self._in_batch = False
         self.consumer_options = consumer_options
         self.producer = producer
         self.delivery_problem = delivery_problem
@@ -115,10 +161,15 @@ class StageConsumer(Service):
         self.after_batch = after_batch
         self.commit_interval_s = commit_interval_s
         # A revoked member must rejoin within the rebalance timeout: drain in half of it.
-        self.revoke_drain_s = min(DRAIN_S, rebalance_timeout_s / 2)
+        self.revoke_drain_s = min(REVOKE_DRAIN_S, rebalance_timeout_s / 2)
+        self.stop_drain_s = max(shutdown_grace_s - STOP_RESERVE_S, 0.0)
+        #: set on stop: the consume loop ends at the next record boundary
+        self.stopping = False
         self.tracker = OffsetTracker()
         self.consumer: AIOKafkaConsumer | None = None
         self.rebalancing = False
+        #: counts revocations: a batch fetched before one is not handled further
+        self.generation = 0
         self.stalled = 0
         self._loops: list[asyncio.Task[None]] = []
         #: per partition, the offset after the last record fetched
@@ -128,6 +179,10 @@ class StageConsumer(Service):
         self.admitting = True
         self.admission_pauses = 0
         self._commit_lock = asyncio.Lock()
+        self.turns = Turns(TURN_BUDGET_S)
+        self.stuck_after_s = stuck_after_s
+        #: the last commit that succeeded or found nothing to commit (time.monotonic())
+        self.commit_ok_at = time.monotonic()
         super().__init__(**kwargs)
 
     # ---------------------------------------------------------- lifecycle ----
@@ -138,24 +193,49 @@ class StageConsumer(Service):
         )
         self.consumer.subscribe(list(self.stages), listener=_Rebalance(self))
         await self.consumer.start()
+        self.commit_ok_at = time.monotonic()
         self._loops = [
             asyncio.create_task(self._consume(), name="stage-consumer"),
             asyncio.create_task(self._commit_every_interval(), name="stage-commits"),
         ]
+        if self.stuck_after_s is not None:
+            self._loops.append(
+                asyncio.create_task(self._exit_when_stuck(self.stuck_after_s), name="stage-stuck")
+            )
 
     async def on_stop(self) -> None:
-        for loop in self._loops:
+        """Graceful stop within `shutdown_grace_s` of being called: no new records;
+        running ones get until the grace less `STOP_RESERVE_S` to finish; what
+        finished is committed, what did not is re-read by the partitions' next
+        owner (nothing lost, nothing finished answered twice)."""
+        deadline = time.monotonic() + self.stop_drain_s
+        self.stopping = True
+        consume, others = self._loops[:1], self._loops[1:]
+        for loop in others:
+            loop.cancel()
+        if consume and not self._in_batch:
+            consume[0].cancel()  # waiting for a fetch: nothing half-handled
+        # Else the batch ends at the next record boundary: a record cut off
+        # half-way could have sent some of its outputs, and its replay duplicates.
+        if consume:
+            await asyncio.wait(consume, timeout=max(deadline - time.monotonic(), 0.0))
+        for loop in consume:
             loop.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         if self.consumer is None:
             return
-        await self._drain(None, DRAIN_S)
+        await self._drain(None, max(deadline - time.monotonic(), 0.0))
         try:
             await self.commit()
         except (KafkaError, PublishError) as exc:
             log.warning("final commit failed (%s): uncommitted events will be re-read", exc)
-        for stage in self.stages.values():
-            for task in list(stage.running):
+        unfinished = sum(s.unfinished for s in self.stages.values())
+        if unfinished:
+            log.warning(
+                "stopping with %d records unfinished: the next owner re-reads them", unfinished
+            )
+        for state in self.stages.values():
+            for task in list(state.running):
                 task.cancel()
         await self.consumer.stop()
 
@@ -163,7 +243,7 @@ class StageConsumer(Service):
         return set(self.consumer.assignment()) if self.consumer is not None else set()
 
     def in_flight(self) -> dict[str, int]:
-        return {stage.name: stage.unfinished for stage in self.stages.values()}
+        return {state.stage.name: state.unfinished for state in self.stages.values()}
 
     # ------------------------------------------------------------ consume ----
 
@@ -171,104 +251,134 @@ class StageConsumer(Service):
         consumer = self.consumer
         assert consumer is not None
         try:
-            while True:
+            while not self.stopping:
                 batch = await consumer.getmany(timeout_ms=200, max_records=FETCH_MAX_RECORDS)
-                for tp, messages in sorted(batch.items(), key=self._priority):
-                    stage = self.stages[tp.topic]
-                    for message in messages:
-                        record = ConsumedRecord(
-                            tp.topic,
-                            tp.partition,
-                            message.offset,
-                            message.key,
-                            message.value or b"",
-                            message.headers,
-                        )
-                        entry = self.tracker.track(tp, message.offset)
-                        stage.unfinished += 1
-                        if not stage.concurrent:
-                            await self._run(stage, entry, record)
-                        elif stage.active < stage.window and not stage.backlog:
-                            self._start(stage, entry, record)
-                        else:
-                            stage.backlog.append((entry, record))
-                    self.fetched[tp] = messages[-1].offset + 1
-                    self._pause_if_full(stage)
-                self._admit_if_room()
-                if self.after_batch is not None and batch:
-                    await self.after_batch()
+                self._in_batch = True
+                try:
+                    await self.handle_batch(batch)
+                finally:
+                    self._in_batch = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the consumer itself failed: let the worker restart
             log.critical("stage consumer failed: %r", exc)
             await self.crash(exc)
 
-    def _priority(self, item: tuple[TopicPartition, Any]) -> int:
-        return -self.stages[item[0].topic].priority
+    async def handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Hand one fetch's records to their stages, later stages first.
 
-    def _start(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
-        stage.active += 1
-        task = asyncio.create_task(self._run_in_slot(stage, entry, record))
-        stage.running.add(task)
-        task.add_done_callback(stage.running.discard)
+        Each record waits for its turn (`Turns`): the web pages (/health/), the
+        producer's I/O and the model-call tasks share this event loop, and one
+        fetch takes up to `FETCH_MAX_RECORDS` records."""
+        generation = self.generation
+        for tp, messages in sorted(batch.items(), key=self._priority):
+            state = self.stages[tp.topic]
+            stage = state.stage
+            for message in messages:
+                if not stage.concurrent:
+                    await self.turns.take()  # (a concurrent record's task takes its own)
+                if self.generation != generation or self.stopping:
+                    # Revoked meanwhile (aiokafka's rebalances are eager: every
+                    # partition goes), or stopping: the next owner reads from
+                    # the last commit.
+                    return
+                record = ConsumedRecord(
+                    tp.topic,
+                    tp.partition,
+                    message.offset,
+                    message.key,
+                    message.value or b"",
+                    message.headers,
+                )
+                entry = self.tracker.track(tp, message.offset)
+                state.unfinished += 1
+                if not stage.concurrent:
+                    await self._run(state, entry, record)
+                elif state.active < stage.window and not state.backlog:
+                    self._start(state, entry, record)
+                else:
+                    state.backlog.append((entry, record))
+            self.fetched[tp] = messages[-1].offset + 1
+            self._pause_if_full(state)
+        self._admit_if_room()
+        if self.after_batch is not None and batch:
+            await self.after_batch()
+
+    def _priority(self, item: tuple[TopicPartition, Any]) -> int:
+        return -self.stages[item[0].topic].stage.priority
+
+    def _start(self, state: StageState, entry: InFlightRecord, record: ConsumedRecord) -> None:
+        state.active += 1
+        task = asyncio.create_task(self._run_in_slot(state, entry, record))
+        state.running.add(task)
+        task.add_done_callback(state.running.discard)
 
     async def _run_in_slot(
-        self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord
+        self, state: StageState, entry: InFlightRecord, record: ConsumedRecord
     ) -> None:
         try:
-            await self._run(stage, entry, record)
+            await self.turns.take()
+            await self._run(state, entry, record)
         finally:
-            stage.active -= 1
-            while stage.backlog and stage.active < stage.window:
-                self._start(stage, *stage.backlog.popleft())
-            self._resume_if_room(stage)
+            state.active -= 1
+            while state.backlog and state.active < state.stage.window:
+                self._start(state, *state.backlog.popleft())
+            self._resume_if_room(state)
 
-    async def _run(self, stage: Stage, entry: InFlightRecord, record: ConsumedRecord) -> None:
+    async def _run(self, state: StageState, entry: InFlightRecord, record: ConsumedRecord) -> None:
+        name = state.stage.name
         try:
-            durable = await traced(stage.name, record, stage.handle)
+            durable = await traced(name, record, state.stage.handle)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception(
-                "%s: error on %s[%d]@%d", stage.name, record.topic, record.partition, record.offset
+                "%s: error on %s[%d]@%d", name, record.topic, record.partition, record.offset
             )
-            if await self.on_error(record, exc, stage.name):
-                self._finish(stage, entry)
+            outcome = await self.on_error(record, exc, name)
+            if outcome is ErrorOutcome.SETTLED:
+                self._finish(state, entry)
             else:
-                self._stall(stage, entry)
+                self._stall(state, entry)
             return
         if durable is None:
-            self._finish(stage, entry)
+            self._finish(state, entry)
         else:
-            durable.add_done_callback(lambda done: self._on_durable(stage, entry, done))
+            self.tracker.await_durability(entry)
+            durable.add_done_callback(lambda done: self._on_durable(state, entry, done))
 
-    def _on_durable(self, stage: Stage, entry: InFlightRecord, done: asyncio.Future[Any]) -> None:
+    def _on_durable(
+        self, state: StageState, entry: InFlightRecord, done: asyncio.Future[Any]
+    ) -> None:
         if done.cancelled() or done.exception() is not None:
-            log.error("%s: record at offset %d not durable: %r", stage.name, entry.offset, done)
-            self._stall(stage, entry)
+            log.error(
+                "%s: record at offset %d not durable: %r", state.stage.name, entry.offset, done
+            )
+            self._stall(state, entry)
         else:
-            self._finish(stage, entry)
+            self._finish(state, entry)
 
-    def _finish(self, stage: Stage, entry: InFlightRecord) -> None:
+    def _finish(self, state: StageState, entry: InFlightRecord) -> None:
         self.tracker.finish(entry)
-        self._release(stage)
+        self._release(state)
 
-    def _stall(self, stage: Stage, entry: InFlightRecord) -> None:
+    def _stall(self, state: StageState, entry: InFlightRecord) -> None:
         """Outputs could not be delivered or written: the record stays un-finished
         in the tracker, so its partition's commits stop there and a restart
         re-reads it; it no longer takes a slot of the stage's window."""
         self.stalled += 1
-        self._release(stage)
+        self.tracker.give_up(entry)
+        self._release(state)
 
-    def _release(self, stage: Stage) -> None:
-        stage.unfinished -= 1
-        self._resume_if_room(stage)
+    def _release(self, state: StageState) -> None:
+        state.unfinished -= 1
+        self._resume_if_room(state)
 
-    def _resume_if_room(self, stage: Stage) -> None:
-        if stage.entry and not self.admitting:
+    def _resume_if_room(self, state: StageState) -> None:
+        if state.stage.entry and not self.admitting:
             return
-        if stage.paused and stage.unfinished < stage.window and not stage.backlog:
-            self._set_paused(stage, False)
+        if state.paused and state.unfinished < state.stage.window and not state.backlog:
+            self._set_paused(state, False)
 
     def queued_in_pipeline(self) -> int:
         """Records the broker holds for this worker's pipeline partitions, not fetched yet."""
@@ -276,8 +386,7 @@ class StageConsumer(Service):
         assert consumer is not None
         queued = 0
         for tp in consumer.assignment():
-            stage = self.stages[tp.topic]
-            if stage.in_pipeline and tp in self.fetched:
+            if self.stages[tp.topic].stage.in_pipeline and tp in self.fetched:
                 queued += max((consumer.highwater(tp) or 0) - self.fetched[tp], 0)
         return queued + sum(len(s.backlog) for s in self.stages.values())
 
@@ -289,19 +398,20 @@ class StageConsumer(Service):
         if admitting != self.admitting:
             self.admitting = admitting
             self.admission_pauses += not admitting
-            for stage in self.stages.values():
-                if stage.entry:
-                    self._set_paused(stage, not admitting or stage.unfinished >= stage.window)
+            for state in self.stages.values():
+                if state.stage.entry:
+                    full = state.unfinished >= state.stage.window
+                    self._set_paused(state, not admitting or full)
 
-    def _pause_if_full(self, stage: Stage) -> None:
-        if not stage.paused and (stage.unfinished >= stage.window or stage.backlog):
-            self._set_paused(stage, True)
+    def _pause_if_full(self, state: StageState) -> None:
+        if not state.paused and (state.unfinished >= state.stage.window or state.backlog):
+            self._set_paused(state, True)
 
-    def _set_paused(self, stage: Stage, paused: bool) -> None:
-        stage.paused = paused
+    def _set_paused(self, state: StageState, paused: bool) -> None:
+        state.paused = paused
         if self.consumer is None:
             return
-        tps = [tp for tp in self.consumer.assignment() if tp.topic == stage.topic]
+        tps = [tp for tp in self.consumer.assignment() if tp.topic == state.stage.topic]
         if paused:
             self.consumer.pause(*tps)
         else:
@@ -322,43 +432,93 @@ class StageConsumer(Service):
                 return
 
     async def commit(self) -> None:
-        """Commit every finished offset whose outputs are delivered."""
+        """Commit every finished offset whose outputs are delivered.
+
+        One commit at a time, in this order:
+
+        1. Take the committable offsets: per partition, past the last record
+           that is finished together with every record before it
+           (`OffsetTracker`).  A sink record is finished once its row is
+           written, so the sinks need no flush here.  Nothing moved: done.
+        2. Run `before_commit` (the tenant spend of those records goes into the
+           producer, so a committed charge is never lost).
+        3. Flush the producer.  Every output of those records was enqueued
+           before they became committable, so after the flush each output is
+           delivered or failed.
+        4. Check deliveries: if any enqueued record failed, refuse to commit
+           (`PublishError`; the worker crashes and a restart re-reads the
+           uncommitted records).
+        5. Commit the offsets to the group, and remember them as committed.
+        """
         consumer = self.consumer
         assert consumer is not None
         async with self._commit_lock:
-            offsets = self.tracker.to_commit()
+            assigned = consumer.assignment()
+            offsets = {tp: o for tp, o in self.tracker.to_commit().items() if tp in assigned}
             if not offsets:
+                self.commit_ok_at = time.monotonic()
                 return
             if self.before_commit is not None:
                 await self.before_commit()
-            # Every record enqueued for these offsets was enqueued before they
-            # became committable, so after this flush each is delivered or failed.
             await self.producer.flush()
             problem = self.delivery_problem()
             if problem is not None:
                 raise PublishError(f"refusing to commit offsets: {problem}")
             await consumer.commit(offsets)
             self.tracker.mark_committed(offsets)
+            self.commit_ok_at = time.monotonic()
+
+    # -------------------------------------------------------------- stuck ----
+
+    def stuck_problem(self, after_s: float) -> str | None:
+        """Why the consumer is stuck, if it is: see the module docstring."""
+        now = time.monotonic()
+        problems = []
+        for entry in self.tracker.stuck(fetched_before=now - after_s):
+            tp = entry.tp
+            assert isinstance(tp, TopicPartition)
+            how = "stalled (outputs not delivered)" if entry.given_up else "still being handled"
+            problems.append(
+                f"{self.stages[tp.topic].stage.name}: {tp.topic}[{tp.partition}]@{entry.offset} "
+                f"{how} after {now - entry.tracked_at:.0f} s"
+            )
+        if now - self.commit_ok_at > after_s and self.tracker.to_commit():
+            problems.append(f"no commit succeeded for {now - self.commit_ok_at:.0f} s")
+        return "; ".join(problems) or None
+
+    async def _exit_when_stuck(self, after_s: float) -> None:
+        while True:
+            await asyncio.sleep(min(after_s / 4, 5.0))
+            problem = self.stuck_problem(after_s)
+            if problem is not None:
+                log.critical("stuck consumer, the worker exits for a restart: %s", problem)
+                await self.crash(StuckConsumer(problem))
+                return
 
     # ---------------------------------------------------------- rebalance ----
 
     async def _drain(self, tps: set[TopicPartition] | None, seconds: float) -> None:
-        """Drop waiting records (of `tps`, or all); give running work `seconds` to finish."""
-        for stage in self.stages.values():
-            kept = deque(
-                item for item in stage.backlog if tps is not None and item[0].tp not in tps
-            )
-            stage.unfinished -= len(stage.backlog) - len(kept)  # re-read by the next owner
-            stage.backlog = kept
-            self._resume_if_room(stage)
+        """Drop waiting records (of `tps`, or all); give running work `seconds` to finish.
+
+        Running records and those awaiting durability (the sink) may finish
+        within `seconds`; dropped and stalled ones will not finish by waiting."""
+        for state in self.stages.values():
+            kept: deque[tuple[InFlightRecord, ConsumedRecord]] = deque()
+            for entry, record in state.backlog:
+                if tps is None or entry.tp in tps:
+                    self.tracker.give_up(entry)  # re-read by the next owner
+                    state.unfinished -= 1
+                else:
+                    kept.append((entry, record))
+            state.backlog = kept
+            self._resume_if_room(state)
         deadline = time.monotonic() + seconds
-        # `unfinished` counts running records and those awaiting durability (the
-        # sink), not stalled ones: those will not finish by waiting.
-        while time.monotonic() < deadline and any(s.unfinished for s in self.stages.values()):
+        while time.monotonic() < deadline and self.tracker.unsettled(tps):
             await asyncio.sleep(0.05)
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         self.rebalancing = True
+        self.generation += 1
         await self._drain(revoked, self.revoke_drain_s)
         try:
             await self.commit()
@@ -370,9 +530,9 @@ class StageConsumer(Service):
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalancing = False
-        for stage in self.stages.values():
-            if stage.paused:
-                self._set_paused(stage, True)  # pause state is per partition: re-apply
+        for state in self.stages.values():
+            if state.paused:
+                self._set_paused(state, True)  # pause state is per partition: re-apply
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -14,7 +14,7 @@ from functools import partial
 from analytics.errors import AnalyticsError
 from streams.kafka.consumed_record import ConsumedRecord
 from streams.kafka.publisher import PublishError
-from streams.kafka.stage_consumer import Stage
+from streams.kafka.stage_consumer import ErrorOutcome, Stage
 from streams.stages.call import call_tier
 from streams.stages.context import Pipeline
 from streams.stages.evaluate import evaluate_one
@@ -86,14 +86,14 @@ def pipeline_stages(pipeline: Pipeline) -> list[Stage]:
 
 async def settle_failed_record(
     pipeline: Pipeline, record: ConsumedRecord, exc: Exception, stage: str
-) -> bool:
-    """A handler raised: True = settled (dead-lettered), False = leave it un-finished."""
+) -> ErrorOutcome:
+    """A handler raised: settle it (dead-letter it), or leave it un-finished."""
     if isinstance(exc, AnalyticsError) or (isinstance(exc, PublishError) and exc.retryable):
         # Outputs could not be delivered/written: leave the record un-finished
         # so a restart replays it, rather than dead-letter a good event.
         # (An output that can never be sent, e.g. over the producer's size
         # limit, is dead-lettered below: replaying it would freeze the partition.)
-        return False
+        return ErrorOutcome.LEAVE_UNFINISHED
     await pipeline.publisher.dead_letter(
         record=record,
         reason=f"internal error: {type(exc).__name__}: {exc}",
@@ -101,4 +101,4 @@ async def settle_failed_record(
         stage=stage,
         request_id=None,
     )
-    return True
+    return ErrorOutcome.SETTLED

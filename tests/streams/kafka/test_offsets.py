@@ -117,3 +117,15 @@ async def test_slow_request_survives_a_crash_after_later_ones_committed(
         # uncommitted tier event on its own and answer it.
         response = await asyncio.wait_for(second.expect("slow-one"), 60)
         assert response.request_id == "slow-one" and response.status == "served"
+
+
+def test_given_up_records_hold_commits_but_are_not_waited_for() -> None:
+    tracker = OffsetTracker()
+    tp, other = FakeTP("t", 0), FakeTP("t", 1)
+    stalled, running = tracker.track(tp, 0), tracker.track(tp, 1)
+    tracker.track(other, 0)
+    assert tracker.unsettled() == 3 and tracker.unsettled([tp]) == 2
+    tracker.give_up(stalled)
+    tracker.finish(running)
+    assert tracker.unsettled([tp]) == 0 and tracker.unsettled() == 1
+    assert tracker.to_commit() == {}  # never past the given-up record
