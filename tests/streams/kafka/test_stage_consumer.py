@@ -57,9 +57,12 @@ class FakeProducer:
 
 @dataclass
 class Message:
+    """What the stage consumer reads of aiokafka's ConsumerRecord."""
+
     offset: int
     key: bytes | None = None
     value: bytes = b"{}"
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def batch(tp: TopicPartition, offsets: range) -> dict[TopicPartition, list[Message]]:
