@@ -131,7 +131,8 @@ async def test_sigkill_under_load_loses_nothing_and_duplicates_only_the_uncommit
         f"\nSIGKILL with {answered_before} of {REQUESTS} answered: requests {REQUESTS}, "
         f"lost {lost}, duplicated {duplicated} (uncommitted window {window} records), "
         f"time to recover {recovered_s:.1f} s; verdict events {sum(per_attempt.values())}, "
-        f"rows raw {rows.raw}, unique {rows.unique} (ClickHouse folds duplicate keys on insert and in merges), "
+        f"rows raw {rows.raw}, unique {rows.unique} "
+        "(ClickHouse folds duplicate keys on insert and in merges), "
         f"attempts implied {len(implied_attempts(responses))}"
     )
     assert lost == 0
