@@ -34,7 +34,10 @@ class Turns:
         #: how many queued callers the next turn wakes
         self.wake = 16
         self._opening = False
-        self._woken_at: float | None = None
+        #: when the first caller woken by the last turn resumed
+        self._turn_started: float | None = None
+        #: the last turn scheduled this one right behind the callers it woke
+        self._follows_turn = False
 
     async def take(self) -> None:
         """Return now if this turn has room and nobody queues, else when woken."""
@@ -44,6 +47,8 @@ class Turns:
         self.waiting.append(waiter)
         self._open_later()
         await waiter
+        if self._turn_started is None:
+            self._turn_started = time.perf_counter()
 
     def _open_later(self) -> None:
         if not self._opening:
@@ -51,12 +56,14 @@ class Turns:
             asyncio.get_running_loop().call_soon(self._open)
 
     def _open(self) -> None:
-        """A new turn.  Callers woken by the last one have run just before
-        this (their wake-ups were queued first): adapt to their time."""
+        """A new turn.  The callers the last turn woke have just run, one after
+        the other (their wake-ups were queued right before this call): adapt
+        how many to wake to how long they took."""
         self._opening = False
         now = time.perf_counter()
-        if self._woken_at is not None:
-            took = now - self._woken_at
+        started, self._turn_started = self._turn_started, None
+        if self._follows_turn and started is not None:
+            took = now - started
             if took < self.budget_s:
                 self.wake = min(self.wake * 2, MAX_WAKE)
             else:
@@ -68,6 +75,6 @@ class Turns:
             if not waiter.done():  # a cancelled caller is skipped
                 waiter.set_result(None)
                 woken += 1
-        self._woken_at = now if woken else None
+        self._follows_turn = bool(self.waiting)
         if self.waiting:
             self._open_later()
