@@ -72,11 +72,12 @@ REVOKE_DRAIN_S = 5.0
 #: leaving the group, the rest of Faust's stop, and mode closing the event loop
 #: (which alone sleeps 1 s); 1.1-1.8 s measured after the drain
 STOP_RESERVE_S = 2.0
-#: record handling per event-loop iteration at most (streams/kafka/turns.py).
-#: 5 ms cost ~35% of figure 1's throughput (1,488 vs 2,318 req/s with turns
-#: off, same loaded machine); 25 ms gave 3,133 req/s with /health/ p99 258 ms
-#: and no poll over 1 s during the blast (bench figure 1h).
-TURN_BUDGET_S = 0.025
+#: record handling per event-loop iteration at most (streams/kafka/turns.py):
+#: the trade between /health/ latency and throughput.  In paired figure-1h runs
+#: 5 ms kept /health/ p99 at 49-61 ms for 0.79-0.89 of the throughput, 10 ms
+#: p99 ~107 ms for 0.89-0.94; on a noisier machine 25 ms gave p99 258 ms (over
+#: the 250 ms target).  15 ms sits between.
+TURN_BUDGET_S = 0.015
 
 #: a handler returns None when done, or a future that resolves when the record is durable
 Handler = Callable[[ConsumedRecord], Awaitable["asyncio.Future[Any] | None"]]
