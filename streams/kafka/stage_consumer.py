@@ -7,8 +7,8 @@ about 2,000 records/s; the same hop reading batches with aiokafka's
 `getmany` moved about 20,000.  A request takes three hops (router, tier,
 evaluator) plus two sink reads, so the per-record path decided the
 throughput of the whole system.  Faust still runs the worker around this
-service: lifecycle and signals, the web pages, the producer, and the tenant
-spend GlobalTable with its agent.
+service: lifecycle and signals, the web pages and the producer (its own
+Kafka consumer is off; tenant spend is streams/state/replicated_table.py).
 
 What a stage promises, and what this service guarantees in return:
 
