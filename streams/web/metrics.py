@@ -8,8 +8,6 @@ aiokafka or the sink.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import faust
 from faust.web import Request, Response, View
@@ -34,13 +32,10 @@ def circuit_state_by_tier(pipeline: Pipeline) -> dict[str, CircuitState]:
 def sink_rows(pipeline: Pipeline) -> SinkRows | None:
     if pipeline.sink is None:
         return None
-    stats: Any = pipeline.sink.stats()
-    # Per-table pending/failed counts where the sink keeps them; else the total.
-    pending: Mapping[str, int] = getattr(stats, "pending_rows", None) or {
-        "all": stats.unwritten_rows
-    }
-    failed: Mapping[str, int] = getattr(stats, "failed_rows", None) or {}
-    return SinkRows(written=stats.written_rows, pending=pending, failed=failed)
+    stats = pipeline.sink.stats()
+    return SinkRows(
+        written=stats.written_rows, pending=stats.pending_rows, failed=stats.failed_rows
+    )
 
 
 def pipeline_state(pipeline: Pipeline, stages: StageConsumer) -> PipelineState:
