@@ -63,6 +63,8 @@ def bench_config(
     analytics: bool = False,
     workdir: Path,
     partitions: int = PARTITIONS,
+    topic_rotation_s: float | None = None,
+    session_timeout_s: float = 6,
 ) -> FallbackConfig:
     """Own topics, group, web port and chDB directory per benchmark (as tests/conftest.py)."""
     run = f"b{next(_runs)}-{uuid.uuid4().hex[:6]}"
@@ -72,10 +74,11 @@ def bench_config(
                 "bootstrap_servers": broker.bootstrap_servers,
                 "topic_prefix": f"{run}.",
                 "partitions": partitions,
-                "session_timeout_s": 6,
+                "session_timeout_s": session_timeout_s,
                 "heartbeat_interval_s": 0.5,
                 "rebalance_timeout_s": 6,
                 "commit_interval_s": 1.0,
+                "topic_rotation_s": topic_rotation_s,
             },
             "worker": {
                 "app_id": f"bench-{run}",
@@ -197,12 +200,10 @@ class Receiver:
         self.seen: set[str] = set()
 
     async def run(self, expected: int, timeout_s: float, idle_s: float) -> None:
-        consumer = self.client.consumer
-        assert consumer is not None
         deadline = time.monotonic() + timeout_s
         idle_deadline = time.monotonic() + idle_s
         while len(self.seen) < expected and time.monotonic() < min(deadline, idle_deadline):
-            batch = await consumer.getmany(timeout_ms=50, max_records=5000)
+            batch = await self.client.read_batch(timeout_ms=50)
             now = time.perf_counter()
             for records in batch.values():
                 for record in records:

@@ -1,6 +1,6 @@
 """Soak: steady load with faults injected, for minutes; does anything decay?
 
-    python -m bench.soak [--minutes 10] [--rate 200] [--workers 1]
+    python -m bench.soak [--minutes 10] [--rate 200] [--workers 1] [--rotation 60]
 
 Starts the embedded broker and worker process(es) on three python tiers with
 injected errors, latency spikes and a recurring outage (so fallback, retries
@@ -8,8 +8,12 @@ and the circuit breaker all run), sends requests open-loop at `--rate`, and
 prints one line per minute: requests sent and answered, served share,
 client-side p50/p99, and the RSS of the worker(s) and the broker. At the end
 it prints RSS at start and end, and the first and last minute side by side.
-Figures are printed, never asserted. Not part of `make test` or `make bench`;
-the 60-minute run of the embedded broker's limit is `--minutes 60`.
+Analytics is on (chDB), so the sinks read verdicts and responses too.
+`--rotation` is `kafka.topic_rotation_s` (0: off, to see the embedded
+broker slow down); the column `gens` counts the responses generations the
+client reads. Figures are printed, never asserted. Not part of `make test`
+or `make bench`; the 60-minute run of the embedded broker's limit is
+`--minutes 60`.
 """
 
 from __future__ import annotations
@@ -66,8 +70,6 @@ def soak_tiers() -> list[dict[str, object]]:
 
 async def drive(client: FallbackClient, rate: float, minutes: int, report: object) -> list[Minute]:
     """Open loop at `rate`; responses are bucketed by the minute their request was sent."""
-    assert client.consumer is not None
-    consumer = client.consumer
     sent_at: dict[str, tuple[int, float]] = {}
     buckets = [Minute() for _ in range(minutes)]
     tag = uuid.uuid4().hex[:8]
@@ -78,7 +80,7 @@ async def drive(client: FallbackClient, rate: float, minutes: int, report: objec
     async def receive() -> None:
         seen: set[str] = set()
         while not done.is_set() or len(seen) < len(sent_at):
-            batch = await consumer.getmany(timeout_ms=50, max_records=5000)
+            batch = await client.read_batch(timeout_ms=50, max_records=5000)
             now = time.perf_counter()
             for records in batch.values():
                 for record in records:
@@ -123,18 +125,35 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rotation", type=float, default=60.0, help="seconds; 0: off")
     args = parser.parse_args()
     directory = workdir()
     with running_broker() as broker:
-        config = bench_config(broker, soak_tiers(), workdir=directory)
+        config = bench_config(
+            broker,
+            soak_tiers(),
+            workdir=directory,
+            analytics=True,
+            topic_rotation_s=args.rotation or None,
+            # The embedded broker's default: Tansu holds a join for half the
+            # session timeout, so each rotation's rebalance costs about 1 s.
+            session_timeout_s=2,
+        )
         with workers_for(config, directory, args.workers) as workers:
             pids = [w.process.pid for w in workers]
             start_rss = [round(rss_mib(pid)) for pid in pids]
             broker_start = rss_mib(broker.process.pid)
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-            print(f"soak: {args.minutes} min at {args.rate:.0f} req/s, {len(pids)} worker(s)")
+            rotation = f"rotation {args.rotation:.0f} s" if args.rotation else "no rotation"
+            print(
+                f"soak: {args.minutes} min at {args.rate:.0f} req/s, {len(pids)} worker(s), "
+                f"{rotation}"
+            )
             print(f"load average {load}; worker RSS {start_rss} MiB, broker {broker_start:.0f} MiB")
-            print("minute  sent  answered  served%  p50_ms  p99_ms  worker_rss_mib  broker_mib")
+            print(
+                "minute  sent  answered  served%  p50_ms  p99_ms  worker_rss_mib  broker_mib  gens"
+            )
+            reader: list[FallbackClient] = []
 
             def report(minute: int, bucket: Minute) -> None:
                 rss = ", ".join(f"{rss_mib(pid):.0f}" for pid in pids)
@@ -143,12 +162,14 @@ def main() -> None:
                     f"{minute + 1:>6}  {bucket.sent:>5}  {bucket.answered:>8}  {served:>7.1%}"
                     f"  {quantile(bucket.latencies_ms, 0.5):>6.1f}"
                     f"  {quantile(bucket.latencies_ms, 0.99):>6.1f}"
-                    f"  {rss:>14}  {rss_mib(broker.process.pid):>10.0f}",
+                    f"  {rss:>14}  {rss_mib(broker.process.pid):>10.0f}"
+                    f"  {reader[0].generations_read() if reader else 0:>4}",
                     flush=True,
                 )
 
             async def run() -> list[Minute]:
                 async with FallbackClient(config) as client:
+                    reader.append(client)
                     await client.listen_from_now()
                     return await drive(client, args.rate, args.minutes, report)
 

@@ -31,8 +31,9 @@ from streams.evaluation.quality import prepare_quality_checks
 from streams.evaluation.safety import SafetyScorer
 from streams.kafka.client_options import faust_credentials, kafka_client_options
 from streams.kafka.publisher import Publisher
+from streams.kafka.rotation import TopicRotation
 from streams.kafka.stage_consumer import StageConsumer
-from streams.kafka.topics import pipeline_topics
+from streams.kafka.topics import TopicNames
 from streams.stages.context import Pipeline
 from streams.stages.topology import pipeline_stages, settle_failed_record
 from streams.state.recent_keys import RecentKeys
@@ -69,6 +70,7 @@ class PipelineFaustApp(faust.App):
     pipeline: Pipeline | None = None
     spend_table: SpendTable | None = None
     stage_consumer: StageConsumer | None = None
+    rotation: TopicRotation | None = None
     on_ready: Callable[[], None] | None = None
 
     async def on_start(self) -> None:
@@ -85,6 +87,9 @@ class PipelineFaustApp(faust.App):
         if self.spend_table is not None and not self.should_stop:
             # Budgets must see every worker's spend before the first request is routed.
             await self.spend_table.wait_caught_up()
+        if self.rotation is not None and not self.should_stop:
+            # Before the stage consumer: it sets which topic generations it reads.
+            await self.add_runtime_dependency(self.rotation)
         if self.stage_consumer is not None and not self.should_stop:
             # Added last, so stopped first: its final commit still has the producer.
             await self.add_runtime_dependency(self.stage_consumer)
@@ -115,17 +120,17 @@ def build_app(config: FallbackConfig, embedded_broker: bool = False) -> Fallback
     check_startable(config)
     app = PipelineFaustApp(config.worker.app_id, **faust_settings(config))
     Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
-    catalog = pipeline_topics(config)
+    names = TopicNames.for_config(config)
+    catalog = names.base
     publisher = Publisher(
         producer=app.producer,
-        topics=catalog,
+        names=names,
         response_format=config.worker.response_format,
         max_record_bytes=app.conf.producer_max_request_size,
     )
     spend = tenant_spend(config, publisher)
     pipeline = Pipeline(
         config=config,
-        topics=catalog,
         publisher=publisher,
         adapters={tier.name: build_adapter(tier) for tier in config.tiers},
         circuits={tier.name: CircuitBreaker.for_tier(tier) for tier in config.tiers},
@@ -147,8 +152,20 @@ def build_app(config: FallbackConfig, embedded_broker: bool = False) -> Fallback
         max_queued_records=config.worker.max_queued_records,
         stuck_after_s=config.worker.stuck_after_s,
         shutdown_grace_s=config.worker.shutdown_grace_s,
+        membership_group=(None if names.period_s is None else f"{stage_group_id(config)}-members"),
     )
     app.pipeline, app.spend_table, app.stage_consumer = pipeline, spend.table, stage_consumer
+    if names.period_s is not None:
+        app.rotation = TopicRotation(
+            names=names,
+            publisher=publisher,
+            stage_consumer=stage_consumer,
+            client_options={
+                **kafka_client_options(config.kafka),
+                "client_id": f"{config.worker.app_id}-rotation",
+            },
+            group_id=stage_group_id(config),
+        )
     register_pages(app, pipeline, stage_consumer)
     return FallbackApp(app=app, pipeline=pipeline, topics=catalog)
 

@@ -18,6 +18,8 @@ class TopicSpec:
     retention_ms: int
     purpose: str
     compacted: bool = False
+    #: renamed per generation when topic rotation is on (topics/generations.py)
+    rotates: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,22 +62,25 @@ def topic_catalog(
     retention: RetentionHours,
 ) -> TopicCatalog:
 
-    def spec(name: str, hours: float, purpose: str) -> TopicSpec:
+    def spec(name: str, hours: float, purpose: str, rotates: bool = True) -> TopicSpec:
         return TopicSpec(
             name=prefix + name,
             partitions=partitions,
             replication_factor=replication_factor,
             retention_ms=int(hours * HOUR_MS),
             purpose=purpose,
+            rotates=rotates,
         )
 
     specs = [
         spec("requests", retention.requests, "callers' requests (JSON)"),
         spec("responses", retention.responses, "one final response per request (JSON)"),
         spec("verdicts", retention.internal, "one verdict per attempt (Avro)"),
-        spec("dlq", retention.dlq, "events no stage could process, with the reason"),
+        # Not rotated: nothing in the pipeline reads it, so it never slows a fetch.
+        spec("dlq", retention.dlq, "events no stage could process, with the reason", False),
         # One partition: every worker reads all of it into its tenant spend table
         # (streams/state/tenant_spend.py), and a worker sends only ~10 events/s.
+        # Not rotated: budgets need its whole window.
         TopicSpec(
             name=prefix + "spend",
             partitions=1,

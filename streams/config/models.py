@@ -74,6 +74,15 @@ class KafkaConfig(Strict):
     )
     rebalance_timeout_s: float = Field(default=10.0, gt=0)
     commit_interval_s: float = Field(default=1.0, gt=0)
+    topic_rotation_s: float | None = Field(
+        default=None,
+        ge=2,
+        description=(
+            "the embedded broker's retention: every this many seconds the pipeline's topics "
+            "move to a new generation, <name>.g<N>, and read-out generations are deleted "
+            "(topics/generations.py); null: plain topic names, never rotated"
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> KafkaConfig:

@@ -21,7 +21,7 @@ from streams.config import FallbackConfig
 from streams.gateway.request_ids import RequestIdMinter, owned_partitions
 from streams.gateway.response_waiters import Arrival, ResponseWaiters
 from streams.kafka.client_options import kafka_client_options
-from streams.kafka.topics import pipeline_topics
+from streams.kafka.topics import TopicNames
 from streams.ops.client import FallbackClient
 from topics.declare import declare_topics
 
@@ -53,7 +53,7 @@ class PipelineLink:
         assert config.gateway is not None
         self.config = config
         self.gateway = config.gateway
-        self.topics = pipeline_topics(config)
+        self.names = TopicNames.for_config(config)
         self._client: FallbackClient | None = None  # made in start(): aiokafka wants the loop
         self.waiters = ResponseWaiters(config.worker.response_format)
         self.state: LinkState | None = None
@@ -71,22 +71,21 @@ class PipelineLink:
     async def _start(self) -> None:
         # Declared here too: a gateway may start before any worker, and Tansu
         # (or Kafka with auto-create) would make the topics with its own counts.
-        wanted = [
-            s for s in self.topics.specs if s.name in (self.topics.requests, self.topics.responses)
-        ]
+        # (With topic rotation: this generation's; workers make the next ones.)
+        topics = self.names.current
+        wanted = [s for s in topics.specs if s.name in (topics.requests, topics.responses)]
         await declare_topics(wanted, kafka_client_options(self.config.kafka))
         self._client = FallbackClient(self.config)
         await self.client.__aenter__()
-        partitions = len(await self.client.producer.partitions_for(self.topics.responses))
+        responses = self.client.topics.responses
+        partitions = len(await self.client.producer.partitions_for(responses))
         owned = owned_partitions(self.gateway.replica_index, self.gateway.replica_count, partitions)
         self.minter = RequestIdMinter(self.gateway.replica_index, partitions, owned)
         await self.client.listen_from_now(owned)
         self.state = LinkState(partitions, owned)
         self._reader = asyncio.create_task(self._read_responses(), name="gateway-responses")
         self._reader.add_done_callback(self._reader_ended)
-        log.info(
-            "gateway reads partitions %s of %d of %s", owned, partitions, self.topics.responses
-        )
+        log.info("gateway reads partitions %s of %d of %s", owned, partitions, responses)
 
     async def stop(self) -> None:
         if self._reader is not None:
@@ -134,11 +133,9 @@ class PipelineLink:
             log.error("the response reader stopped: %r", reader.exception())
 
     async def _read_responses(self) -> None:
-        consumer = self.client.consumer
-        assert consumer is not None
         while True:
             batch = await retry_async(
-                lambda: consumer.getmany(timeout_ms=1000),
+                lambda: self.client.read_batch(timeout_ms=1000),
                 READ_BACKOFF,
                 max_tries=None,
                 what="reading responses",

@@ -40,6 +40,7 @@ from schemas.codec import encode_avro, encode_json
 from schemas.errors import FallbackError
 from schemas.events import DeadLetter, Response
 from streams.kafka.consumed_record import ConsumedRecord
+from streams.kafka.topics import TopicNames
 from streams.observability import tracing
 from streams.observability.metrics import PrometheusMetrics
 from topics.catalog import TopicCatalog
@@ -92,7 +93,7 @@ def send_retryable(exc: BaseException) -> bool:
 @dataclass
 class Publisher:
     producer: Any  # faust ProducerT; typed loosely because Faust's stubs are partial
-    topics: TopicCatalog
+    names: TopicNames
     response_format: str = "json"
     #: the producer's `max_request_size`: no record above it can be sent
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
@@ -104,6 +105,20 @@ class Publisher:
     dead_letters_truncated: int = 0
     #: dead letters that could not be delivered and were replaced by a minimal one
     dead_letter_fallbacks: int = 0
+
+    @property
+    def topics(self) -> TopicCatalog:
+        """The topics to publish to now (their current generation, with rotation on)."""
+        return self.names.current
+
+    def track_topics(self, catalogs: list[TopicCatalog]) -> None:
+        """After a topic rotation: keep the producer's metadata to these topics
+        (the current generation's, and the previous one's, whose last records
+        may still be on their way).  aiokafka asks for the metadata of every
+        topic it ever sent to, and Tansu makes a deleted generation again on
+        that request."""
+        client = self.producer._producer.client  # Faust's aiokafka producer: no public handle
+        client.set_topics(sorted({spec.name for catalog in catalogs for spec in catalog.specs}))
 
     def counters(self) -> dict[str, int]:
         return {

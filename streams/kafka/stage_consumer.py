@@ -61,6 +61,7 @@ from streams.kafka.offsets import InFlightRecord, OffsetTracker
 from streams.kafka.publisher import PublishError
 from streams.kafka.turns import Turns
 from streams.observability.tracing import traced
+from topics.generations import split_generation
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +154,20 @@ class StageConsumer(Service):
         max_queued_records: int = 2000,
         stuck_after_s: float | None = None,
         shutdown_grace_s: float = 5.0,
+        membership_group: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.stages = {stage.topic: StageState(stage) for stage in stages}
+        #: topic rotation (streams/kafka/rotation.py): this group shares out the
+        #: stages' plain topics, whose partitions say which partitions of every
+        #: generation this worker reads (`follow`); None: one subscription
+        self.membership_group = membership_group
+        self.membership: AIOKafkaConsumer | None = None
+        #: rotation: the (plain topic, partition) pairs this worker owns
+        self.owned: set[TopicPartition] = set()
+        #: the topics read: the stages' own, or their live generations (`follow`)
+        self.subscription: list[str] = list(self.stages)
+        self._state_of_topic: dict[str, StageState] = dict(self.stages)
         self._in_batch = False
         self.consumer_options = consumer_options
         self.producer = producer
@@ -195,13 +207,24 @@ class StageConsumer(Service):
         self.consumer = AIOKafkaConsumer(
             **self.consumer_options, enable_auto_commit=False, auto_offset_reset="earliest"
         )
-        self.consumer.subscribe(list(self.stages), listener=_Rebalance(self))
+        if self.membership_group is None:
+            self.consumer.subscribe(self.subscription, listener=_Rebalance(self))
         await self.consumer.start()
         self.commit_ok_at = time.monotonic()
         self._loops = [
             asyncio.create_task(self._consume(), name="stage-consumer"),
             asyncio.create_task(self._commit_every_interval(), name="stage-commits"),
         ]
+        if self.membership_group is not None:
+            # Offsets stay in the consumer's own group, committed without
+            # membership: a group with members would refuse those commits.
+            self.membership = AIOKafkaConsumer(
+                **{**self.consumer_options, "group_id": self.membership_group},
+                enable_auto_commit=False,
+            )
+            self.membership.subscribe(list(self.stages), listener=_Membership(self))
+            await self.membership.start()
+            self._loops.append(asyncio.create_task(self._hold_membership(), name="stage-members"))
         if self.stuck_after_s is not None:
             self._loops.append(
                 asyncio.create_task(self._exit_when_stuck(self.stuck_after_s), name="stage-stuck")
@@ -241,7 +264,94 @@ class StageConsumer(Service):
         for state in self.stages.values():
             for task in list(state.running):
                 task.cancel()
+        if self.membership is not None:
+            await self.membership.stop()
         await self.consumer.stop()
+
+    def follow(self, topics: list[str]) -> None:
+        """Read these topics from now on (the stages' topic generations,
+        streams/kafka/rotation.py).  A changed subscription is a rebalance."""
+        if sorted(topics) == sorted(self.subscription):
+            return
+        self.subscription = list(topics)
+        self._state_of_topic = {**self.stages}
+        if self.membership_group is not None:
+            self._reassign()  # no rebalance: only this worker's assignment changes
+        elif self.consumer is not None:
+            self.consumer.subscribe(self.subscription, listener=_Rebalance(self))
+
+    # ------------------------------------------------- rotation: membership ----
+
+    async def _hold_membership(self) -> None:
+        """Keeps the membership consumer polling (aiokafka leaves a group that is
+        not polled); its partitions are paused: the plain topics carry no records."""
+        membership = self.membership
+        assert membership is not None
+        try:
+            while not self.stopping:
+                await membership.getmany(timeout_ms=1000)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.critical("stage membership failed: %r", exc)
+            await self.crash(exc)
+
+    def _reassign(self) -> None:
+        """Read the owned partitions of every followed generation, keeping the
+        positions of the partitions still read (assign() would reset them to
+        the last commit, and re-handle what was handled since)."""
+        consumer = self.consumer
+        if consumer is None:
+            return
+        owned = {(tp.topic, tp.partition) for tp in self.owned}
+        wanted = {
+            TopicPartition(topic, p)
+            for topic in self.subscription
+            for base, p in owned
+            if self.state_of(topic).stage.topic == base
+        }
+        current = consumer.assignment()
+        if wanted == current:
+            return
+        gone = current - wanted
+        self.tracker.forget(gone)
+        for tp in gone:
+            self.fetched.pop(tp, None)
+        consumer.assign(sorted(wanted))
+        for tp in current & wanted:
+            if tp in self.fetched:
+                consumer.seek(tp, self.fetched[tp])
+        for state in self.stages.values():
+            if state.paused:
+                self._set_paused(state, True)
+
+    async def on_members_revoked(self, revoked: set[TopicPartition]) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        pairs = {(tp.topic, tp.partition) for tp in revoked}
+        data = {
+            tp
+            for tp in consumer.assignment()
+            if (self.state_of(tp.topic).stage.topic, tp.partition) in pairs
+        }
+        await self.on_revoked(data)
+        self.owned -= revoked
+        self._reassign()
+
+    def on_members_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self.membership is not None:
+            self.membership.pause(*assigned)
+        self.owned = set(assigned)
+        self._reassign()
+        self.on_assigned(self.assignment())
+
+    def state_of(self, topic: str) -> StageState:
+        """The stage reading `topic`: its own topic or one of its generations."""
+        state = self._state_of_topic.get(topic)
+        if state is None:
+            state = self.stages[split_generation(topic)[0]]
+            self._state_of_topic[topic] = state
+        return state
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment()) if self.consumer is not None else set()
@@ -276,7 +386,7 @@ class StageConsumer(Service):
         fetch takes up to `FETCH_MAX_RECORDS` records."""
         generation = self.generation
         for tp, messages in sorted(batch.items(), key=self._priority):
-            state = self.stages[tp.topic]
+            state = self.state_of(tp.topic)
             stage = state.stage
             for message in messages:
                 if not stage.concurrent:
@@ -309,7 +419,7 @@ class StageConsumer(Service):
             await self.after_batch()
 
     def _priority(self, item: tuple[TopicPartition, Any]) -> int:
-        return -self.stages[item[0].topic].stage.priority
+        return -self.state_of(item[0].topic).stage.priority
 
     def _start(self, state: StageState, entry: InFlightRecord, record: ConsumedRecord) -> None:
         state.active += 1
@@ -390,7 +500,7 @@ class StageConsumer(Service):
         assert consumer is not None
         queued = 0
         for tp in consumer.assignment():
-            if self.stages[tp.topic].stage.in_pipeline and tp in self.fetched:
+            if self.state_of(tp.topic).stage.in_pipeline and tp in self.fetched:
                 queued += max((consumer.highwater(tp) or 0) - self.fetched[tp], 0)
         return queued + sum(len(s.backlog) for s in self.stages.values())
 
@@ -415,7 +525,7 @@ class StageConsumer(Service):
         state.paused = paused
         if self.consumer is None:
             return
-        tps = [tp for tp in self.consumer.assignment() if tp.topic == state.stage.topic]
+        tps = [tp for tp in self.consumer.assignment() if self.state_of(tp.topic) is state]
         if paused:
             self.consumer.pause(*tps)
         else:
@@ -483,7 +593,7 @@ class StageConsumer(Service):
             assert isinstance(tp, TopicPartition)
             how = "stalled (outputs not delivered)" if entry.given_up else "still being handled"
             problems.append(
-                f"{self.stages[tp.topic].stage.name}: {tp.topic}[{tp.partition}]@{entry.offset} "
+                f"{self.state_of(tp.topic).stage.name}: {tp.topic}[{tp.partition}]@{entry.offset} "
                 f"{how} after {now - entry.tracked_at:.0f} s"
             )
         if now - self.commit_ok_at > after_s and self.tracker.to_commit():
@@ -537,6 +647,17 @@ class StageConsumer(Service):
         for state in self.stages.values():
             if state.paused:
                 self._set_paused(state, True)  # pause state is per partition: re-apply
+
+
+class _Membership(ConsumerRebalanceListener):
+    def __init__(self, owner: StageConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.owner.on_members_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.owner.on_members_assigned(assigned)
 
 
 class _Rebalance(ConsumerRebalanceListener):

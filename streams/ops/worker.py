@@ -13,10 +13,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streams.app import build_app
 from streams.config import FallbackConfig
 from streams.kafka.client_options import kafka_client_options
-from streams.kafka.topics import pipeline_topics
+from streams.kafka.topics import TopicNames
 from streams.observability import tracing
 from streams.ops.broker import EMBEDDED_CLUSTER_ID
 from topics.declare import declare_topics
+from topics.generations import generation_specs
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,16 @@ def prepare_broker(config: FallbackConfig) -> bool:
     options = kafka_client_options(config.kafka)
 
     async def prepare() -> bool:
-        await declare_topics(pipeline_topics(config).specs, options)
+        names = TopicNames.for_config(config)
+        if names.generation is None:
+            await declare_topics(names.base.specs, options)
+        else:
+            # This generation and the next (read from the start), and the plain
+            # topics, which share the partitions out (StageConsumer.membership).
+            generations = {names.generation, names.generation + 1}
+            plain = [spec for spec in names.base.specs if spec.rotates]
+            specs = [*plain, *generation_specs(names.base, generations)]
+            await declare_topics(specs, options)
         admin = AIOKafkaAdminClient(**options)
         await admin.start()
         try:
@@ -61,6 +71,12 @@ class QuietWorker(faust.Worker):
 def run_worker(config: FallbackConfig, loglevel: str = "warning") -> None:
     """Blocks until the worker is stopped (SIGINT/SIGTERM)."""
     embedded_broker = prepare_broker(config)
+    if embedded_broker and config.kafka.topic_rotation_s is None:
+        log.warning(
+            "the embedded broker slows with every batch it stores (at 200 req/s p99 went "
+            "past 1 s within 2 minutes): for runs longer than a few minutes set "
+            "kafka.topic_rotation_s (for example 10); see the README's Limits"
+        )
     tracing.configure_from_env()  # off unless OTEL_TRACES_EXPORTER is set
     fallback = build_app(config, embedded_broker=embedded_broker)
     web_url = f"http://{config.worker.web_host}:{config.worker.web_port}/"

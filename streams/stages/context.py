@@ -52,7 +52,6 @@ class _Opened:
 @dataclass(frozen=True)
 class Pipeline:
     config: FallbackConfig
-    topics: TopicCatalog
     publisher: Publisher
     adapters: dict[str, ModelAdapter]
     circuits: dict[str, CircuitBreaker]
@@ -63,6 +62,11 @@ class Pipeline:
     metrics: PipelineMetrics = field(default_factory=PipelineMetrics)
     rng: random.Random = field(default_factory=random.Random)
     _opened: _Opened = field(default_factory=_Opened)
+
+    @property
+    def topics(self) -> TopicCatalog:
+        """The topics to publish to now; stages subscribe by `publisher.names.base`."""
+        return self.publisher.topics
 
     @property
     def sink(self) -> ClickHouseSink | None:

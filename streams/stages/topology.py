@@ -27,7 +27,7 @@ ROUTING_WINDOW = 500
 
 def pipeline_stages(pipeline: Pipeline) -> list[Stage]:
     config = pipeline.config
-    catalog = pipeline.topics
+    catalog = pipeline.publisher.names.base  # plain names: the consumer follows generations
     # Priorities: the further along a record is, the sooner it is handled.
     stages = [
         Stage(

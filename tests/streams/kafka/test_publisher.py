@@ -29,6 +29,7 @@ from streams.kafka.publisher import (
     PublishError,
     send_retryable,
 )
+from streams.kafka.topics import TopicNames
 from topics.catalog import RetentionHours, topic_catalog
 
 TOPICS = topic_catalog(
@@ -75,7 +76,7 @@ class FakeProducer:
 
 
 def publisher(producer: FakeProducer, **fields: Any) -> Publisher:
-    return Publisher(producer=producer, topics=TOPICS, send_backoff=FAST, **fields)
+    return Publisher(producer=producer, names=TopicNames(TOPICS, None), send_backoff=FAST, **fields)
 
 
 def record(value: bytes, key: bytes | None = b"k") -> ConsumedRecord:

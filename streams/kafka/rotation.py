@@ -1,0 +1,204 @@
+"""Topic rotation in the worker: the embedded broker's retention.
+
+topics/generations.py says why and how topics are named.  Every worker keeps
+the same schedule from the clock, so no worker leads and none needs to be
+elected.  In each period, for generation g:
+
+- at `PREPARE_AT` of the period, `prepare(g + 1)`:
+  1. create generation g+1's topics (idempotent: the first worker creates);
+  2. delete every older generation that is read out: for each of its
+     partitions the pipeline group's committed offset has reached the high
+     watermark, as a fetch reports it (Tansu's ListOffsets under-reports the
+     end of a multi-record batch);
+  3. read generations g and g+1 and any older one not yet read out, in one
+     new subscription (one rebalance per period);
+- at the period's end, `switch_to(g + 1)`: producers write to the new topics.
+
+A generation is deleted at the earliest `PREPARE_AT` of a period after it
+closed, so a response stays readable for at least that long after it was
+written.  Nothing unread is ever deleted: a generation that is not read out
+(a worker down, a backlog) stays, and is read, until it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from streams.kafka.publisher import Publisher
+from streams.kafka.stage_consumer import StageConsumer
+from streams.kafka.topics import TopicNames
+from topics.catalog import TopicCatalog
+from topics.declare import declare_topics
+from topics.generations import (
+    PREPARE_AT,
+    catalog_at,
+    existing_generations,
+    generation_at,
+    generation_specs,
+    generation_topic,
+)
+
+log = logging.getLogger(__name__)
+
+#: how long a read-out check waits for every partition's high watermark
+READ_OUT_CHECK_S = 5.0
+
+
+class TopicRotation(Service):
+    """Creates, switches to, and deletes the pipeline's topic generations."""
+
+    def __init__(
+        self,
+        *,
+        names: TopicNames,
+        publisher: Publisher,
+        stage_consumer: StageConsumer,
+        client_options: dict[str, Any],
+        group_id: str,
+        **kwargs: Any,
+    ) -> None:
+        assert names.period_s is not None
+        self.names = names
+        self.publisher = publisher
+        self.period_s: float = names.period_s
+        self.stage_consumer = stage_consumer
+        self.client_options = client_options
+        self.group_id = group_id
+        self.deleted = 0
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        """Before the stage consumer starts: read what exists, and the next generation."""
+        generation = generation_at(time.time(), self.period_s)
+        self.names.switch_to(generation)
+        await self.prepare(generation + 1, delete=False)
+        self.add_future(self._rotate_forever())
+
+    async def _rotate_forever(self) -> None:
+        try:
+            while not self.should_stop:
+                generation = generation_at(time.time(), self.period_s)
+                prepare_at = (generation + PREPARE_AT) * self.period_s
+                await asyncio.sleep(max(prepare_at - time.time(), 0.0))
+                try:
+                    await self.prepare(generation + 1)
+                except (KafkaError, OSError) as exc:  # the broker: next period retries
+                    log.warning("topic rotation: preparing generation %d: %s", generation + 1, exc)
+                await asyncio.sleep(max((generation + 1) * self.period_s - time.time(), 0.0))
+                try:
+                    await self.switch_to(generation + 1)
+                except (KafkaError, OSError) as exc:
+                    log.warning("topic rotation: switching to %d: %s", generation + 1, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a worker that stopped rotating would slow the broker
+            log.critical("topic rotation failed: %r", exc)
+            await self.crash(exc)
+
+    async def prepare(self, generation: int, delete: bool = True) -> None:
+        await declare_topics(generation_specs(self.names.base, {generation}), self.client_options)
+        existing = await self._existing_generations()
+        current = self.names.generation
+        assert current is not None
+        read = {current, generation}
+        deletable: list[int] = []
+        for old in sorted(g for g in existing if g < current):
+            if delete and await read_out(self.names.base, old, self.client_options, self.group_id):
+                deletable.append(old)
+            else:
+                read.add(old)
+        stage_topics = self.stage_consumer.stages
+        self.stage_consumer.follow(
+            [generation_topic(topic, g) for topic in stage_topics for g in sorted(read)]
+        )
+        # Deleted once no longer read: a consumer asking for a topic's metadata
+        # makes Tansu create it again.
+        for old in deletable:
+            await self._delete(old)
+
+    async def switch_to(self, generation: int) -> None:
+        """Producers move on once the generation's topics exist (else they stay)."""
+        if generation in await self._existing_generations():
+            previous = self.names.current
+            self.names.switch_to(generation)  # before any send to it: see track_topics
+            self.publisher.track_topics([self.names.current, previous])
+            log.info("topic rotation: producing to generation %d", generation)
+        else:
+            log.warning("topic rotation: generation %d does not exist, staying", generation)
+
+    async def _existing_generations(self) -> set[int]:
+        admin = AIOKafkaAdminClient(**self.client_options)
+        await admin.start()
+        try:
+            return existing_generations(self.names.base, set(await admin.list_topics()))
+        finally:
+            await admin.close()
+
+    async def _delete(self, generation: int) -> None:
+        topics = [s.name for s in catalog_at(self.names.base, generation).specs if s.rotates]
+        admin = AIOKafkaAdminClient(**self.client_options)
+        await admin.start()
+        try:
+            await admin.delete_topics(topics)
+        except KafkaError as exc:  # another worker deleted it first
+            log.info("topic rotation: deleting generation %d: %s", generation, exc)
+        finally:
+            await admin.close()
+        self.deleted += 1
+        log.info("topic rotation: deleted generation %d (read out)", generation)
+
+
+async def read_out(
+    catalog: TopicCatalog, generation: int, client_options: dict[str, Any], group_id: str
+) -> bool:
+    """Has `group_id` committed every partition of `generation` to its end?
+
+    The end is the high watermark a fetch reports: Tansu's ListOffsets gives
+    the base offset of the last batch plus one, short of the end of a batch
+    of several records."""
+    topics = [spec.name for spec in catalog_at(catalog, generation).specs if spec.rotates]
+    consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False, fetch_max_wait_ms=100)
+    await consumer.start()
+    admin = AIOKafkaAdminClient(**client_options)
+    await admin.start()
+    try:
+        # The cluster `fetch_all_metadata` returns: a consumer's own metadata
+        # holds only the topics it reads.
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(cluster.partitions_for_topic(topic) or ())
+        ]
+        if not tps:
+            return not set(topics) & cluster.topics()
+        offsets = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+        committed = {tp: max(o.offset, 0) for tp, o in offsets.items() if o is not None}
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, committed.get(tp, 0))
+        deadline = time.monotonic() + READ_OUT_CHECK_S
+        while time.monotonic() < deadline:
+            await consumer.getmany(timeout_ms=100)
+            if all(consumer.highwater(tp) is not None for tp in tps):
+                break
+        unread = {
+            f"{tp.topic}[{tp.partition}]": (consumer.highwater(tp), committed.get(tp, 0))
+            for tp in tps
+            if (consumer.highwater(tp) or 0) > committed.get(tp, 0)
+            or consumer.highwater(tp) is None
+        }
+    finally:
+        await admin.close()
+        await consumer.stop()
+    if unread:
+        log.info("topic rotation: generation %d not read out yet: %s", generation, unread)
+    return not unread
