@@ -1,6 +1,6 @@
 """Soak: steady load with faults injected, for minutes; does anything decay?
 
-    python -m bench.soak [--minutes 10] [--rate 200] [--workers 1] [--rotation 60]
+    python -m bench.soak [--minutes 10] [--rate 200] [--workers 1] [--rotation 10]
 
 Starts the embedded broker and worker process(es) on three python tiers with
 injected errors, latency spikes and a recurring outage (so fallback, retries
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rotation", type=float, default=60.0, help="seconds; 0: off")
+    parser.add_argument("--rotation", type=float, default=10.0, help="seconds; 0: off")
     args = parser.parse_args()
     directory = workdir()
     with running_broker() as broker:
@@ -135,8 +135,8 @@ def main() -> None:
             workdir=directory,
             analytics=True,
             topic_rotation_s=args.rotation or None,
-            # The embedded broker's default: Tansu holds a join for half the
-            # session timeout, so each rotation's rebalance costs about 1 s.
+            # The embedded broker's default (Tansu holds a join for half of
+            # it): joins and leaves, not rotations, rebalance.
             session_timeout_s=2,
         )
         with workers_for(config, directory, args.workers) as workers:

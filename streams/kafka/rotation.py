@@ -1,22 +1,20 @@
 """Topic rotation in the worker: the embedded broker's retention.
 
-topics/generations.py says why and how topics are named.  Every worker keeps
-the same schedule from the clock, so no worker leads and none needs to be
-elected.  In each period, for generation g:
+topics/generations.py says why and how topics are named; docs/topic-rotation.md
+has the measurements.  Every worker keeps the same schedule from the clock, so
+no worker leads and none needs to be elected.  In each period, for generation g:
 
 - at `PREPARE_AT` of the period, `prepare(g + 1)`:
   1. create generation g+1's topics (idempotent: the first worker creates);
-  2. delete every older generation that is read out: for each of its
-     partitions the pipeline group's committed offset has reached the high
-     watermark, as a fetch reports it (Tansu's ListOffsets under-reports the
-     end of a multi-record batch);
-  3. read generations g and g+1 and any older one not yet read out, in one
-     new subscription (one rebalance per period);
+  2. find every older generation that is read out (`read_out`);
+  3. read generations g and g+1 and any older one not read out: the stage
+     consumer reassigns itself, no rebalance;
+  4. delete the read-out ones, now that nothing here reads them (asking for a
+     deleted topic's metadata makes Tansu create it again);
 - at the period's end, `switch_to(g + 1)`: producers write to the new topics.
 
-A generation is deleted at the earliest `PREPARE_AT` of a period after it
-closed, so a response stays readable for at least that long after it was
-written.  Nothing unread is ever deleted: a generation that is not read out
+A generation is deleted at the earliest `PREPARE_AT` of the period after it
+closed.  Nothing unread is ever deleted: a generation that is not read out
 (a worker down, a backlog) stays, and is read, until it is.
 """
 

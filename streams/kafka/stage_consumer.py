@@ -38,6 +38,9 @@ What a stage promises, and what this service guarantees in return:
 - Record handling takes bounded turns on the event loop (`Turns`,
   streams/kafka/turns.py), so /health/ and the producer's I/O are served
   between them however much work is ready.
+- With topic rotation (docs/topic-rotation.md) a membership group shares out
+  the stages' plain topics, and the consumer assigns itself those partitions
+  of every generation it follows: a new generation is no rebalance.
 """
 
 from __future__ import annotations
@@ -270,7 +273,8 @@ class StageConsumer(Service):
 
     def follow(self, topics: list[str]) -> None:
         """Read these topics from now on (the stages' topic generations,
-        streams/kafka/rotation.py).  A changed subscription is a rebalance."""
+        streams/kafka/rotation.py).  With the membership group this only
+        changes this worker's assignment; else it is a rebalance."""
         if sorted(topics) == sorted(self.subscription):
             return
         self.subscription = list(topics)

@@ -42,7 +42,9 @@ TENANTS = 5
 SETTLE_S = 30.0
 
 
-def join_leave_config(broker: EmbeddedBroker, tmp_path: Path) -> FallbackConfig:
+def join_leave_config(
+    broker: EmbeddedBroker, tmp_path: Path, rotation_s: float | None = None
+) -> FallbackConfig:
     return pipeline_config(
         broker,
         tmp_path,
@@ -50,7 +52,12 @@ def join_leave_config(broker: EmbeddedBroker, tmp_path: Path) -> FallbackConfig:
         analytics={"enabled": False},  # chDB is one process; two workers here
         # The product's group timings on the embedded broker (a 2 s session,
         # 0.5 s heartbeats): under this load no member may be evicted falsely.
-        kafka={"session_timeout_s": None, "heartbeat_interval_s": None, "rebalance_timeout_s": 4},
+        kafka={
+            "session_timeout_s": None,
+            "heartbeat_interval_s": None,
+            "rebalance_timeout_s": 4,
+            "topic_rotation_s": rotation_s,
+        },
     )
 
 
@@ -131,10 +138,18 @@ def assert_running(workers: list[WorkerProcess]) -> None:
             )
 
 
+@pytest.mark.parametrize(
+    ("rotation_s", "cycles"),
+    # With topic rotation (docs/topic-rotation.md) the partitions are shared
+    # out by a membership group and each worker assigns itself those of every
+    # generation: joins and leaves go through that path, as topics turn over.
+    [(None, CYCLES), (3.0, 6)],
+    ids=["plain", "rotating"],
+)
 async def test_twenty_joins_and_leaves_under_load_crash_nothing_and_lose_nothing(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: EmbeddedBroker, tmp_path: Path, rotation_s: float | None, cycles: int
 ) -> None:
-    config = join_leave_config(broker, tmp_path)
+    config = join_leave_config(broker, tmp_path, rotation_s)
     workers = [start_worker_process(c, tmp_path) for c in (config, with_port(config))]
     every_process = list(workers)
     harness = PipelineHarness(config, workers[0])
@@ -147,7 +162,7 @@ async def test_twenty_joins_and_leaves_under_load_crash_nothing_and_lose_nothing
         await harness.start()
         load.start()
         await asyncio.sleep(1.0)
-        for cycle in range(CYCLES):
+        for cycle in range(cycles):
             # A rolling restart: the replacement starts as the worker leaves.
             index = cycle % 2
             leaving = workers[index]
@@ -183,7 +198,8 @@ async def test_twenty_joins_and_leaves_under_load_crash_nothing_and_lose_nothing
     lost = sent - len(load.answered_at)
     duplicated = sum(count - 1 for count in harness.response_counts.values() if count > 1)
     print(
-        f"\njoin/leave: {CYCLES} cycles at {LOAD_RPS} req/s: requests {sent}, lost {lost}, "
+        f"\njoin/leave ({'rotating' if rotation_s else 'plain'}): {cycles} cycles at "
+        f"{LOAD_RPS} req/s: requests {sent}, lost {lost}, "
         f"duplicated {duplicated}, crashes 0\n"
         f"  SIGTERM to exit: median {statistics.median(stops):.1f} s, max {max(stops):.1f} s\n"
         f"  replacement's start to ready: median {statistics.median(rejoins):.1f} s, "
