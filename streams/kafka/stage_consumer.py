@@ -211,7 +211,9 @@ class StageConsumer(Service):
             **self.consumer_options, enable_auto_commit=False, auto_offset_reset="earliest"
         )
         if self.membership_group is None:
-            self.consumer.subscribe(self.subscription, listener=_Rebalance(self))
+            self.consumer.subscribe(
+                self.subscription, listener=_Rebalance(self.on_revoked, self.on_assigned)
+            )
         await self.consumer.start()
         self.commit_ok_at = time.monotonic()
         self._loops = [
@@ -225,7 +227,10 @@ class StageConsumer(Service):
                 **{**self.consumer_options, "group_id": self.membership_group},
                 enable_auto_commit=False,
             )
-            self.membership.subscribe(list(self.stages), listener=_Membership(self))
+            self.membership.subscribe(
+                list(self.stages),
+                listener=_Rebalance(self.on_members_revoked, self.on_members_assigned),
+            )
             await self.membership.start()
             self._loops.append(asyncio.create_task(self._hold_membership(), name="stage-members"))
         if self.stuck_after_s is not None:
@@ -282,7 +287,9 @@ class StageConsumer(Service):
         if self.membership_group is not None:
             self._reassign()  # no rebalance: only this worker's assignment changes
         elif self.consumer is not None:
-            self.consumer.subscribe(self.subscription, listener=_Rebalance(self))
+            self.consumer.subscribe(
+                self.subscription, listener=_Rebalance(self.on_revoked, self.on_assigned)
+            )
 
     # ------------------------------------------------- rotation: membership ----
 
@@ -653,23 +660,19 @@ class StageConsumer(Service):
                 self._set_paused(state, True)  # pause state is per partition: re-apply
 
 
-class _Membership(ConsumerRebalanceListener):
-    def __init__(self, owner: StageConsumer) -> None:
-        self.owner = owner
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.owner.on_members_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.owner.on_members_assigned(assigned)
-
-
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, owner: StageConsumer) -> None:
-        self.owner = owner
+    """Hands a group's revocations and assignments to the stage consumer."""
+
+    def __init__(
+        self,
+        revoked: Callable[[set[TopicPartition]], Awaitable[None]],
+        assigned: Callable[[set[TopicPartition]], None],
+    ) -> None:
+        self.revoked = revoked
+        self.assigned = assigned
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self.owner.on_revoked(revoked)
+        await self.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.owner.on_assigned(assigned)
+        self.assigned(assigned)
