@@ -2,7 +2,8 @@
 publisher, adapters, circuits, safety, tenant spend, dedupe, the sink.
 
 Stages read these and call their methods; nothing here is reassigned after
-start-up.  Tenant spend (charges, the shared table, publishing) is
+start-up (with topic rotation, `topics` follows the current generation:
+`TopicNames`, streams/kafka/topics.py).  Tenant spend (charges, the shared table, publishing) is
 `TenantSpend` in streams/state/tenant_spend.py.
 """
 
