@@ -33,7 +33,6 @@ from mode import Service
 from streams.kafka.publisher import Publisher
 from streams.kafka.stage_consumer import StageConsumer
 from streams.kafka.topics import TopicNames
-from topics.catalog import TopicCatalog
 from topics.declare import declare_topics
 from topics.generations import (
     PREPARE_AT,
@@ -108,12 +107,15 @@ class TopicRotation(Service):
         assert current is not None
         read = {current, generation}
         deletable: list[int] = []
+        stage_topics = self.stage_consumer.stages
         for old in sorted(g for g in existing if g < current):
-            if delete and await read_out(self.names.base, old, self.client_options, self.group_id):
+            # What the group reads (the sinks' topics only with analytics on);
+            # responses nobody here reads go with their generation.
+            read_by_group = [generation_topic(topic, old) for topic in stage_topics]
+            if delete and await read_out(read_by_group, self.client_options, self.group_id):
                 deletable.append(old)
             else:
                 read.add(old)
-        stage_topics = self.stage_consumer.stages
         self.stage_consumer.follow(
             [generation_topic(topic, g) for topic in stage_topics for g in sorted(read)]
         )
@@ -154,15 +156,12 @@ class TopicRotation(Service):
         log.info("topic rotation: deleted generation %d (read out)", generation)
 
 
-async def read_out(
-    catalog: TopicCatalog, generation: int, client_options: dict[str, Any], group_id: str
-) -> bool:
-    """Has `group_id` committed every partition of `generation` to its end?
+async def read_out(topics: list[str], client_options: dict[str, Any], group_id: str) -> bool:
+    """Has `group_id` committed every partition of `topics` to its end?
 
     The end is the high watermark a fetch reports: Tansu's ListOffsets gives
     the base offset of the last batch plus one, short of the end of a batch
     of several records."""
-    topics = [spec.name for spec in catalog_at(catalog, generation).specs if spec.rotates]
     consumer = AIOKafkaConsumer(**client_options, enable_auto_commit=False, fetch_max_wait_ms=100)
     await consumer.start()
     admin = AIOKafkaAdminClient(**client_options)
@@ -198,5 +197,5 @@ async def read_out(
         await admin.close()
         await consumer.stop()
     if unread:
-        log.info("topic rotation: generation %d not read out yet: %s", generation, unread)
+        log.info("topic rotation: not read out yet: %s", unread)
     return not unread

@@ -397,8 +397,13 @@ class StageConsumer(Service):
         fetch takes up to `FETCH_MAX_RECORDS` records."""
         generation = self.generation
         for tp, messages in sorted(batch.items(), key=self._priority):
+            if self.generation != generation or self.stopping:
+                return
             state = self.state_of(tp.topic)
             stage = state.stage
+            # Set before the records are handled: a reassignment meanwhile
+            # (topic rotation, `_reassign`) resumes the partition after them.
+            self.fetched[tp] = messages[-1].offset + 1
             for message in messages:
                 if not stage.concurrent:
                     await self.turns.take()  # (a concurrent record's task takes its own)
@@ -423,7 +428,6 @@ class StageConsumer(Service):
                     self._start(state, entry, record)
                 else:
                     state.backlog.append((entry, record))
-            self.fetched[tp] = messages[-1].offset + 1
             self._pause_if_full(state)
         self._admit_if_room()
         if self.after_batch is not None and batch:
