@@ -10,14 +10,17 @@ from collections import Counter
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from analytics.backend import ChdbBackend
 from schemas.events import Request, Response
 from streams.app import stage_group_id
 from streams.config import FallbackConfig
 from streams.kafka.client_options import kafka_client_options
+from streams.kafka.topics import pipeline_topics
 from streams.ops.client import FallbackClient
 from streams.ops.worker_process import WorkerProcess
+from topics.generations import existing_generations
 
 _ids = itertools.count(1)
 
@@ -146,6 +149,17 @@ class PipelineHarness:
             ]
         finally:
             backend.close()
+
+
+async def topic_generations(config: FallbackConfig) -> set[int]:
+    """The generations of the config's rotating topics that exist on the broker."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(config.kafka))
+    await admin.start()
+    try:
+        topics = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    return existing_generations(pipeline_topics(config), topics)
 
 
 def triggers(response: Response) -> list[tuple[str, str | None]]:

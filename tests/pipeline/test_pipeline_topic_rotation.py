@@ -9,12 +9,10 @@ import json
 import time
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-
-from streams.kafka.client_options import kafka_client_options
 from streams.ops.broker import EmbeddedBroker
 from tests.conftest import harness_for, pipeline_config, scripted_tier
-from topics.generations import existing_generations, generation_at
+from tests.pipeline.harness import topic_generations
+from topics.generations import generation_at
 
 PERIOD_S = 3.0
 GENERATIONS = 5
@@ -57,14 +55,8 @@ async def test_serving_across_generations_loses_and_repeats_nothing_and_old_ones
         stats = await asyncio.to_thread(harness.worker.get, "/stats/")
         assert stats["duplicates"] == 0
 
-        admin = AIOKafkaAdminClient(**kafka_client_options(config.kafka))
-        await admin.start()
-        try:
-            topics = set(await admin.list_topics())
-        finally:
-            await admin.close()
+        left = await topic_generations(config)
         now = generation_at(time.time(), PERIOD_S)
-        left = existing_generations(harness.client.names.base, topics)
         print(f"rotation: generations left {sorted(g - first for g in left)} (now {now - first})")
         # Each read-out generation went, none came back (Tansu makes a topic
         # whose metadata is asked for), and the next one is there in time.
