@@ -63,10 +63,13 @@ def bench_config(
     analytics: bool = False,
     workdir: Path,
     partitions: int = PARTITIONS,
-    topic_rotation_s: float | None = None,
+    topic_rotation_s: float | None = 0,
     session_timeout_s: float = 6,
 ) -> FallbackConfig:
-    """Own topics, group, web port and chDB directory per benchmark (as tests/conftest.py)."""
+    """Own topics, group, web port and chDB directory per benchmark (as tests/conftest.py).
+    Plain topic names unless `topic_rotation_s` (None: the embedded broker's
+    default): the figures are short runs, compared with earlier ones, and real
+    Kafka has no rotation."""
     run = f"b{next(_runs)}-{uuid.uuid4().hex[:6]}"
     return parse_config(
         {

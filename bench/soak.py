@@ -1,19 +1,20 @@
 """Soak: steady load with faults injected, for minutes; does anything decay?
 
-    python -m bench.soak [--minutes 10] [--rate 200] [--workers 1] [--rotation 10]
+    python -m bench.soak [--minutes 10] [--rate 200] [--workers 1] [--rotation SECONDS]
 
 Starts the embedded broker and worker process(es) on three python tiers with
 injected errors, latency spikes and a recurring outage (so fallback, retries
 and the circuit breaker all run), sends requests open-loop at `--rate`, and
 prints one line per minute: requests sent and answered, served share,
-client-side p50/p99, and the RSS of the worker(s) and the broker. At the end
+client-side p50/p99, and the RSS and CPU (% of one core) of the worker(s)
+and the broker. At the end
 it prints RSS at start and end, and the first and last minute side by side.
 Analytics is on (chDB), so the sinks read verdicts and responses too.
-`--rotation` is `kafka.topic_rotation_s` (0: off, to see the embedded
-broker slow down); the column `gens` counts the responses generations the
-client reads. Figures are printed, never asserted. Not part of `make test`
-or `make bench`; the 60-minute run of the embedded broker's limit is
-`--minutes 60`.
+`--rotation` is `kafka.topic_rotation_s` (left out: the embedded broker's
+default, 10 s; 0: off, to see the embedded broker slow down); the column
+`gens` counts the responses generations the client reads. Figures are
+printed, never asserted. Not part of `make test` or `make bench`; the
+60-minute run of the embedded broker's limit is `--minutes 60`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,32 @@ def rss_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process so far, from /proc (Linux)."""
+    try:
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+
+
+class CpuShare:
+    """Each process's CPU since the last call, in % of one core."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.at = time.monotonic()
+        self.seconds = [cpu_seconds(pid) for pid in pids]
+
+    def since_last(self) -> list[float]:
+        now, seconds = time.monotonic(), [cpu_seconds(pid) for pid in self.pids]
+        wall = now - self.at
+        shares = [100 * (b - a) / wall for a, b in zip(self.seconds, seconds, strict=True)]
+        self.at, self.seconds = now, seconds
+        return shares
 
 
 @dataclass
@@ -125,7 +152,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=10)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--rotation", type=float, default=10.0, help="seconds; 0: off")
+    parser.add_argument(
+        "--rotation", type=float, default=None, help="seconds; 0: off; default: the broker's"
+    )
     args = parser.parse_args()
     directory = workdir()
     with running_broker() as broker:
@@ -134,7 +163,7 @@ def main() -> None:
             soak_tiers(),
             workdir=directory,
             analytics=True,
-            topic_rotation_s=args.rotation or None,
+            topic_rotation_s=args.rotation,
             # The embedded broker's default (Tansu holds a join for half of
             # it): joins and leaves, not rotations, rebalance.
             session_timeout_s=2,
@@ -144,25 +173,30 @@ def main() -> None:
             start_rss = [round(rss_mib(pid)) for pid in pids]
             broker_start = rss_mib(broker.process.pid)
             load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-            rotation = f"rotation {args.rotation:.0f} s" if args.rotation else "no rotation"
+            period = config.kafka.rotation_period(embedded_broker=True)
+            rotation = f"rotation {period:g} s" if period else "no rotation"
             print(
                 f"soak: {args.minutes} min at {args.rate:.0f} req/s, {len(pids)} worker(s), "
                 f"{rotation}"
             )
             print(f"load average {load}; worker RSS {start_rss} MiB, broker {broker_start:.0f} MiB")
             print(
-                "minute  sent  answered  served%  p50_ms  p99_ms  worker_rss_mib  broker_mib  gens"
+                "minute  sent  answered  served%  p50_ms  p99_ms  worker_rss_mib  broker_mib"
+                "  worker_cpu%  broker_cpu%  gens"
             )
             reader: list[FallbackClient] = []
+            cpu = CpuShare([*pids, broker.process.pid])
 
             def report(minute: int, bucket: Minute) -> None:
                 rss = ", ".join(f"{rss_mib(pid):.0f}" for pid in pids)
+                *worker_cpu, broker_cpu = cpu.since_last()
                 served = bucket.served / bucket.sent if bucket.sent else 0.0
                 print(
                     f"{minute + 1:>6}  {bucket.sent:>5}  {bucket.answered:>8}  {served:>7.1%}"
                     f"  {quantile(bucket.latencies_ms, 0.5):>6.1f}"
                     f"  {quantile(bucket.latencies_ms, 0.99):>6.1f}"
                     f"  {rss:>14}  {rss_mib(broker.process.pid):>10.0f}"
+                    f"  {', '.join(f'{c:.0f}' for c in worker_cpu):>11}  {broker_cpu:>11.0f}"
                     f"  {reader[0].generations_read() if reader else 0:>4}",
                     flush=True,
                 )

@@ -169,6 +169,11 @@ class RoutedRequest(Event):
     needs_context_window: int | None = Field(
         default=None, description="set after context_length_exceeded: smallest window to try"
     )
+    reply_to: str | None = Field(
+        default=None,
+        description="the responses topic to answer on, when not the current one "
+        "(a request read from a plain name while topics rotate)",
+    )
 
 
 class Attempt(Event):

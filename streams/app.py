@@ -116,11 +116,11 @@ class FallbackApp:
 
 def build_app(config: FallbackConfig, embedded_broker: bool = False) -> FallbackApp:
     """`embedded_broker`: the broker is the one `fallback broker` runs (shorter
-    group timings by default, see `KafkaConfig.group_timings`)."""
+    group timings and topic rotation by default, see `KafkaConfig`)."""
     check_startable(config)
     app = PipelineFaustApp(config.worker.app_id, **faust_settings(config))
     Path(app.conf.datadir).parent.mkdir(parents=True, exist_ok=True)
-    names = TopicNames.for_config(config)
+    names = TopicNames.for_config(config, embedded_broker)
     catalog = names.base
     publisher = Publisher(
         producer=app.producer,

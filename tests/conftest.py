@@ -58,6 +58,9 @@ def pipeline_config(
             "heartbeat_interval_s": 0.5,
             "rebalance_timeout_s": 6,
             "commit_interval_s": 0.5,
+            # The plain names, as on real Kafka.  The embedded broker's default,
+            # rotating topics, has its own tests (test_pipeline_topic_rotation.py).
+            "topic_rotation_s": 0,
         },
         "worker": {"app_id": f"fallback-{run}", "web_port": free_port()},
         "analytics": {"chdb_path": str(tmp / run / "chdb"), "batch_max_wait_ms": 500},

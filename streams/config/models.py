@@ -37,6 +37,12 @@ class TopicRetentionConfig(Strict):
 #: refuses session timeouts below 6 s by default (group.min.session.timeout.ms)
 EMBEDDED_SESSION_TIMEOUT_S = 2.0
 DEFAULT_SESSION_TIMEOUT_S = 10.0
+#: topic rotation on the embedded broker when none is configured: at 200 req/s
+#: 60-minute soaks held with it (bench/README.md), where without rotation p99
+#: passed 1 s in 2 minutes; a period of minutes would let each generation slow down
+EMBEDDED_TOPIC_ROTATION_S = 10.0
+#: shorter periods leave too little of one for preparing the next generation
+MIN_TOPIC_ROTATION_S = 2.0
 #: the heartbeat when none is configured: a quarter of the session, at most this
 DEFAULT_HEARTBEAT_INTERVAL_S = 1.0
 
@@ -76,11 +82,12 @@ class KafkaConfig(Strict):
     commit_interval_s: float = Field(default=1.0, gt=0)
     topic_rotation_s: float | None = Field(
         default=None,
-        ge=2,
+        ge=0,
         description=(
             "the embedded broker's retention: every this many seconds the pipeline's topics "
             "move to a new generation, <name>.g<N>, and read-out generations are deleted "
-            "(topics/generations.py); null: plain topic names, never rotated"
+            "(topics/generations.py); the plain names are still read. "
+            f"null: {EMBEDDED_TOPIC_ROTATION_S:g} on the embedded broker, off elsewhere; 0: off"
         ),
     )
 
@@ -91,6 +98,11 @@ class KafkaConfig(Strict):
             raise ValueError(
                 "kafka.heartbeat_interval_s must be below kafka.session_timeout_s "
                 f"({self.heartbeat_interval_s} >= {session})"
+            )
+        if self.topic_rotation_s is not None and 0 < self.topic_rotation_s < MIN_TOPIC_ROTATION_S:
+            raise ValueError(
+                f"kafka.topic_rotation_s must be 0 (off) or at least {MIN_TOPIC_ROTATION_S:g} "
+                f"seconds, not {self.topic_rotation_s}"
             )
         if self.security_protocol.startswith("SASL") and not (
             self.sasl_mechanism and self.sasl_username and self.sasl_password_env
@@ -103,6 +115,12 @@ class KafkaConfig(Strict):
 
     def sasl_password(self) -> SecretStr | None:
         return secret_from_env(self.sasl_password_env, "kafka.sasl_password_env")
+
+    def rotation_period(self, embedded_broker: bool) -> float | None:
+        """Seconds per topic generation, or None for the plain names only."""
+        if self.topic_rotation_s is None:
+            return EMBEDDED_TOPIC_ROTATION_S if embedded_broker else None
+        return self.topic_rotation_s or None
 
     def group_timings(self, embedded_broker: bool = False) -> GroupTimings:
         """The stage group's session timeout and heartbeat, defaults filled in."""

@@ -163,8 +163,11 @@ def effective_confidence(attempt: Attempt, tier: TierConfig) -> float | None:
 # --------------------------------------------------------------- routing ----
 
 
-def route_request(request: Request, received_at: datetime, ctx: DecisionContext) -> Outcome:
-    """A new request: the first eligible tier gets it, or the caller is told at once."""
+def route_request(
+    request: Request, received_at: datetime, ctx: DecisionContext, reply_to: str | None = None
+) -> Outcome:
+    """A new request: the first eligible tier gets it, or the caller is told at once.
+    `reply_to` goes with it to every tier (`RoutedRequest.reply_to`)."""
     input_unsafe = False
     if ctx.config.policy.input_safety:
         input_unsafe = ctx.safety.score_input(request.input).unsafe
@@ -176,6 +179,7 @@ def route_request(request: Request, received_at: datetime, ctx: DecisionContext)
         received_at=received_at,
         routed_at=ctx.now,
         restricted=policy.restricted,
+        reply_to=reply_to,
     )
     return plan_from(state, 0, policy, ctx, ctx.circuits, ctx.tenant_spend_usd)
 

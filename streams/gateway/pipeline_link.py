@@ -21,7 +21,6 @@ from streams.config import FallbackConfig
 from streams.gateway.request_ids import RequestIdMinter, owned_partitions
 from streams.gateway.response_waiters import Arrival, ResponseWaiters
 from streams.kafka.client_options import kafka_client_options
-from streams.kafka.topics import TopicNames
 from streams.ops.client import FallbackClient
 from topics.declare import declare_topics
 
@@ -53,7 +52,6 @@ class PipelineLink:
         assert config.gateway is not None
         self.config = config
         self.gateway = config.gateway
-        self.names = TopicNames.for_config(config)
         self._client: FallbackClient | None = None  # made in start(): aiokafka wants the loop
         self.waiters = ResponseWaiters(config.worker.response_format)
         self.state: LinkState | None = None
@@ -72,11 +70,11 @@ class PipelineLink:
         # Declared here too: a gateway may start before any worker, and Tansu
         # (or Kafka with auto-create) would make the topics with its own counts.
         # (With topic rotation: this generation's; workers make the next ones.)
-        topics = self.names.current
-        wanted = [s for s in topics.specs if s.name in (topics.requests, topics.responses)]
-        await declare_topics(wanted, kafka_client_options(self.config.kafka))
         self._client = FallbackClient(self.config)
         await self.client.__aenter__()
+        topics = self.client.topics
+        wanted = [s for s in topics.specs if s.name in (topics.requests, topics.responses)]
+        await declare_topics(wanted, kafka_client_options(self.config.kafka))
         responses = self.client.topics.responses
         partitions = len(await self.client.producer.partitions_for(responses))
         owned = owned_partitions(self.gateway.replica_index, self.gateway.replica_count, partitions)

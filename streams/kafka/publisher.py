@@ -188,9 +188,10 @@ class Publisher:
     async def enqueue_avro(self, topic: str, key: str, event: BaseModel) -> None:
         await self.enqueue(topic, key, encode_avro(event))
 
-    async def respond(self, response: Response) -> None:
+    async def respond(self, response: Response, topic: str | None = None) -> None:
+        """The caller's answer, to `topic` or else the current responses topic."""
         body = encode_avro(response) if self.response_format == "avro" else encode_json(response)
-        await self.enqueue(self.topics.responses, response.request_id, body)
+        await self.enqueue(topic or self.topics.responses, response.request_id, body)
         self.metrics.responded(response)
         tracing.responded(response)
 

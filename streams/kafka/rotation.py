@@ -16,6 +16,11 @@ no worker leads and none needs to be elected.  In each period, for generation g:
 A generation is deleted at the earliest `PREPARE_AT` of the period after it
 closed.  Nothing unread is ever deleted: a generation that is not read out
 (a worker down, a backlog) stays, and is read, until it is.
+
+The plain names are read all along: a caller that knows nothing of
+generations produces requests there and reads its responses there
+(`TopicNames.reply_topic`).  They are never deleted, so only such callers'
+own traffic accumulates in the broker.
 """
 
 from __future__ import annotations
@@ -116,8 +121,9 @@ class TopicRotation(Service):
                 deletable.append(old)
             else:
                 read.add(old)
+        # The plain names too: callers that know nothing of generations write there.
         self.stage_consumer.follow(
-            [generation_topic(topic, g) for topic in stage_topics for g in sorted(read)]
+            [*stage_topics, *(generation_topic(t, g) for t in stage_topics for g in sorted(read))]
         )
         # Deleted once no longer read: a consumer asking for a topic's metadata
         # makes Tansu create it again.
@@ -129,7 +135,8 @@ class TopicRotation(Service):
         if generation in await self._existing_generations():
             previous = self.names.current
             self.names.switch_to(generation)  # before any send to it: see track_topics
-            self.publisher.track_topics([self.names.current, previous])
+            # The plain names too: responses to requests produced there go there.
+            self.publisher.track_topics([self.names.current, previous, self.names.base])
             log.info("topic rotation: producing to generation %d", generation)
         else:
             log.warning("topic rotation: generation %d does not exist, staying", generation)

@@ -14,11 +14,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from streams.kafka.cluster import EMBEDDED_CLUSTER_ID
 from streams.ops.child_process import spawn_in_own_group, stop_process_group
 from streams.ops.errors import BrokerError
-
-#: the cluster id the embedded broker reports, so a worker knows it is talking to it
-EMBEDDED_CLUSTER_ID = "model-fallback-embedded"
 
 
 def free_port(host: str = "127.0.0.1") -> int:

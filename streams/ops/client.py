@@ -38,12 +38,14 @@ FOLLOW_GENERATIONS_S = 1.0
 class FallbackClient:
     """Produces to `<prefix>requests` and reads `<prefix>responses`, deduped by request_id.
 
-    With `kafka.topic_rotation_s` (topics/generations.py) it produces to the
-    newest generation and reads the responses of every generation that exists."""
+    With topic rotation (topics/generations.py; by default on the embedded
+    broker) it produces to the newest generation and reads the responses of
+    every generation that exists.  The names are known once it is entered."""
 
     def __init__(self, config: FallbackConfig) -> None:
+        self.config = config
         self.options = kafka_client_options(config.kafka)
-        self.names = TopicNames.for_config(config)
+        self.names = TopicNames.for_config(config, embedded_broker=False)
         self.response_format = config.worker.response_format
         self.fetch_max_wait_ms = config.kafka.fetch_max_wait_ms
         # 512 KiB batches: with aiokafka's 16 KiB a fast sender waits for every
@@ -68,6 +70,7 @@ class FallbackClient:
 
     async def __aenter__(self) -> FallbackClient:
         await self.producer.start()
+        self.names = await TopicNames.agreed(self.config, self.options)
         if self.names.period_s is not None:
             await self.follow_generations()
         return self

@@ -8,14 +8,13 @@ import gc
 import logging
 
 import faust
-from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.app import build_app
 from streams.config import FallbackConfig
 from streams.kafka.client_options import kafka_client_options
+from streams.kafka.cluster import broker_is_embedded
 from streams.kafka.topics import TopicNames
 from streams.observability import tracing
-from streams.ops.broker import EMBEDDED_CLUSTER_ID
 from topics.declare import declare_topics
 from topics.generations import generation_specs
 
@@ -30,23 +29,19 @@ def prepare_broker(config: FallbackConfig) -> bool:
     options = kafka_client_options(config.kafka)
 
     async def prepare() -> bool:
-        names = TopicNames.for_config(config)
+        embedded = await broker_is_embedded(options)
+        names = TopicNames.for_config(config, embedded)
         if names.generation is None:
             await declare_topics(names.base.specs, options)
         else:
             # This generation and the next (read from the start), and the plain
-            # topics, which share the partitions out (StageConsumer.membership).
+            # topics: they share the partitions out (StageConsumer.membership),
+            # and callers that know nothing of generations produce to them.
             generations = {names.generation, names.generation + 1}
             plain = [spec for spec in names.base.specs if spec.rotates]
             specs = [*plain, *generation_specs(names.base, generations)]
             await declare_topics(specs, options)
-        admin = AIOKafkaAdminClient(**options)
-        await admin.start()
-        try:
-            cluster = await admin.describe_cluster()
-        finally:
-            await admin.close()
-        return bool(cluster.get("cluster_id") == EMBEDDED_CLUSTER_ID)
+        return embedded
 
     return asyncio.run(prepare())
 
@@ -55,6 +50,9 @@ def ready_line(config: FallbackConfig, embedded_broker: bool, web_url: str) -> s
     """What a user needs to see once: where it connects, where to look, what it serves."""
     kafka = config.kafka
     broker = f"{kafka.bootstrap_servers}{' (embedded)' if embedded_broker else ''}"
+    period = kafka.rotation_period(embedded_broker)
+    if period is not None:
+        broker += f", topics rotate every {period:g} s"
     tiers = " > ".join(tier.name for tier in config.tiers)
     return f"{READY_LINE_PREFIX} broker {broker}, web {web_url}, tiers {tiers}"
 
@@ -71,11 +69,10 @@ class QuietWorker(faust.Worker):
 def run_worker(config: FallbackConfig, loglevel: str = "warning") -> None:
     """Blocks until the worker is stopped (SIGINT/SIGTERM)."""
     embedded_broker = prepare_broker(config)
-    if embedded_broker and config.kafka.topic_rotation_s is None:
+    if embedded_broker and config.kafka.rotation_period(embedded_broker) is None:
         log.warning(
-            "the embedded broker slows with every batch it stores (at 200 req/s p99 went "
-            "past 1 s within 2 minutes): for runs longer than a few minutes set "
-            "kafka.topic_rotation_s (for example 10); see the README's Limits"
+            "kafka.topic_rotation_s is 0: the embedded broker slows with every batch it "
+            "stores (at 200 req/s p99 went past 1 s within 2 minutes); see the README's Limits"
         )
     tracing.configure_from_env()  # off unless OTEL_TRACES_EXPORTER is set
     fallback = build_app(config, embedded_broker=embedded_broker)

@@ -116,7 +116,7 @@ class Pipeline:
             request_id=error.request_id,
         )
 
-    async def publish_outcome(self, outcome: Outcome) -> None:
+    async def publish_outcome(self, outcome: Outcome, reply_to: str | None) -> None:
         """Verdicts, then the forward or the final response; all in the producer on return.
 
         Awaited one by one: each call only appends to the producer's batch, so
@@ -131,4 +131,4 @@ class Pipeline:
             topic = self.topics.tier(forward.tier)
             await self.publisher.enqueue_avro(topic, forward.request.request_id, forward)
         if outcome.response is not None:
-            await self.publisher.respond(outcome.response)
+            await self.publisher.respond(outcome.response, reply_to)

@@ -27,10 +27,11 @@ def decision_context(pipeline: Pipeline, tenant: str, now: datetime) -> Decision
     )
 
 
-async def carry_out(pipeline: Pipeline, outcome: Outcome) -> None:
+async def carry_out(pipeline: Pipeline, outcome: Outcome, reply_to: str | None) -> None:
     """Breaker events and charges first (before the next decision reads them),
-    then the verdicts and the forward or response into the producer."""
+    then the verdicts and the forward or response into the producer (a
+    response to `reply_to` if set, see `TopicNames.reply_topic`)."""
     apply_breaker_events(pipeline.circuits, outcome.breaker_events, time.monotonic())
     for charge in outcome.charges:
         pipeline.spend.charge(charge.tenant, charge.usd, charge.charged_at)
-    await pipeline.publish_outcome(outcome)
+    await pipeline.publish_outcome(outcome, reply_to)

@@ -23,4 +23,4 @@ async def evaluate_one(pipeline: Pipeline, tier: TierConfig, record: ConsumedRec
         return
     now = datetime.now(UTC)
     ctx = decision_context(pipeline, attempt.routed.request.tenant, now)
-    await carry_out(pipeline, evaluate_attempt(attempt, ctx))
+    await carry_out(pipeline, evaluate_attempt(attempt, ctx), attempt.routed.reply_to)

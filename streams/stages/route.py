@@ -16,6 +16,7 @@ from streams.stages.decision_io import carry_out, decision_context
 
 async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
     now = datetime.now(UTC)
+    reply_to = pipeline.publisher.names.reply_topic(record.topic)
     try:
         request = read_request(record.value, request_limits(pipeline.config.worker), now)
     except EventDecodeError as exc:
@@ -27,15 +28,15 @@ async def route_one(pipeline: Pipeline, record: ConsumedRecord) -> None:
                 pipeline.metrics.duplicates += 1
             else:
                 response = invalid_response(exc.request_id, exc.reason, now)
-                await pipeline.publisher.respond(response)
+                await pipeline.publisher.respond(response, reply_to)
         await pipeline.dead_letter_undecodable(record, exc, "router")
         pipeline.metrics.invalid += 1
         return
     if pipeline.seen_requests.seen_before(request.request_id, time.monotonic()):
         pipeline.metrics.duplicates += 1
         return
-    outcome = route_request(request, now, decision_context(pipeline, request.tenant, now))
-    await carry_out(pipeline, outcome)
+    ctx = decision_context(pipeline, request.tenant, now)
+    await carry_out(pipeline, route_request(request, now, ctx, reply_to), reply_to)
     pipeline.metrics.routed += 1
 
 

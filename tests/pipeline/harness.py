@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections import Counter
 from typing import Any
 
@@ -20,7 +21,7 @@ from streams.kafka.client_options import kafka_client_options
 from streams.kafka.topics import pipeline_topics
 from streams.ops.client import FallbackClient
 from streams.ops.worker_process import WorkerProcess
-from topics.generations import existing_generations
+from topics.generations import PREPARE_AT, existing_generations, generation_at
 
 _ids = itertools.count(1)
 
@@ -149,6 +150,19 @@ class PipelineHarness:
             ]
         finally:
             backend.close()
+
+
+async def generations_after_a_prepare(config: FallbackConfig) -> tuple[set[int], int]:
+    """The generations there are just after the current period's prepare, and the
+    current one.  By then any generation older than the previous one was closed
+    for over a period and has had two prepares to go (one may find it not read
+    out yet, as when a commit was still due)."""
+    period = config.kafka.topic_rotation_s
+    assert period, "for rotating topics"
+    now = generation_at(time.time(), period)
+    after_prepare = (now + (1 + PREPARE_AT) / 2) * period
+    await asyncio.sleep(max(after_prepare - time.time(), 0.0))
+    return await topic_generations(config), now
 
 
 async def topic_generations(config: FallbackConfig) -> set[int]:

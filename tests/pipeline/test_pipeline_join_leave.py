@@ -43,7 +43,7 @@ SETTLE_S = 30.0
 
 
 def join_leave_config(
-    broker: EmbeddedBroker, tmp_path: Path, rotation_s: float | None = None
+    broker: EmbeddedBroker, tmp_path: Path, rotation_s: float = 0
 ) -> FallbackConfig:
     return pipeline_config(
         broker,
@@ -143,11 +143,11 @@ def assert_running(workers: list[WorkerProcess]) -> None:
     # With topic rotation (docs/topic-rotation.md) the partitions are shared
     # out by a membership group and each worker assigns itself those of every
     # generation: joins and leaves go through that path, as topics turn over.
-    [(None, CYCLES), (3.0, 6)],
+    [(0, CYCLES), (3.0, 6)],
     ids=["plain", "rotating"],
 )
 async def test_twenty_joins_and_leaves_under_load_crash_nothing_and_lose_nothing(
-    broker: EmbeddedBroker, tmp_path: Path, rotation_s: float | None, cycles: int
+    broker: EmbeddedBroker, tmp_path: Path, rotation_s: float, cycles: int
 ) -> None:
     config = join_leave_config(broker, tmp_path, rotation_s)
     workers = [start_worker_process(c, tmp_path) for c in (config, with_port(config))]

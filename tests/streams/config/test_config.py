@@ -50,6 +50,10 @@ def test_example_configs_are_valid(path: Path) -> None:
             {"tiers": [tier(accept={"quality": [{"check": "json_schema"}]})]},
             "check json_schema needs the json_schema key",
         ),
+        (
+            {"tiers": [tier()], "kafka": {"topic_rotation_s": 1}},
+            "kafka.topic_rotation_s must be 0 (off) or at least 2 seconds, not 1",
+        ),
     ],
 )
 def test_bad_config_fails_naming_the_field(data: dict[str, object], message: str) -> None:
@@ -92,3 +96,13 @@ def test_group_timings_default_short_on_the_embedded_broker_only() -> None:
     slow_heartbeat = parse_config({"tiers": [tier()], "kafka": {"heartbeat_interval_s": 3}}).kafka
     with pytest.raises(ConfigError, match=r"set kafka\.session_timeout_s"):
         slow_heartbeat.group_timings(embedded_broker=True)
+
+
+def test_topic_rotation_defaults_to_ten_seconds_on_the_embedded_broker_only() -> None:
+    kafka = parse_config({"tiers": [tier()]}).kafka
+    assert kafka.rotation_period(embedded_broker=True) == 10.0
+    assert kafka.rotation_period(embedded_broker=False) is None
+    off = parse_config({"tiers": [tier()], "kafka": {"topic_rotation_s": 0}}).kafka
+    assert off.rotation_period(embedded_broker=True) is None
+    chosen = parse_config({"tiers": [tier()], "kafka": {"topic_rotation_s": 30}}).kafka
+    assert chosen.rotation_period(embedded_broker=False) == 30.0

@@ -256,6 +256,16 @@ def test_a_new_request_goes_to_the_first_tier(world: Maker) -> None:
     assert forward.not_before is None and not forward.restricted
 
 
+def test_where_to_reply_goes_with_the_request_through_every_fallback(world: Maker) -> None:
+    w = world()
+    outcome = route_request(request(), NOW, w.ctx(), reply_to="p.responses")
+    assert outcome.forward is not None and outcome.forward.reply_to == "p.responses"
+    fell_back = w.evaluate(failure(outcome.forward, Trigger.ERROR))
+    assert fell_back.forward is not None
+    assert (fell_back.forward.tier, fell_back.forward.reply_to) == ("backup", "p.responses")
+    assert w.forwarded(request()).reply_to is None  # the default: the current topic
+
+
 def test_restricted_tiers_are_passed_over_silently_in_normal_routing(world: Maker) -> None:
     w = world(
         [tier("guarded", restricted=True), *three_tiers()],
