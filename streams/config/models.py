@@ -86,7 +86,7 @@ class KafkaConfig(Strict):
         description=(
             "the embedded broker's retention: every this many seconds the pipeline's topics "
             "move to a new generation, <name>.g<N>, and read-out generations are deleted "
-            "(topics/generations.py); the plain names are still read. "
+            "(topics/generations.py); the plain requests topic is still served. "
             f"null: {EMBEDDED_TOPIC_ROTATION_S:g} on the embedded broker, off elsewhere; 0: off"
         ),
     )

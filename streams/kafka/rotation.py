@@ -17,10 +17,10 @@ A generation is deleted at the earliest `PREPARE_AT` of the period after it
 closed.  Nothing unread is ever deleted: a generation that is not read out
 (a worker down, a backlog) stays, and is read, until it is.
 
-The plain names are read all along: a caller that knows nothing of
-generations produces requests there and reads its responses there
-(`TopicNames.reply_topic`).  They are never deleted, so only such callers'
-own traffic accumulates in the broker.
+The plain requests and responses topics are read all along: a caller that
+knows nothing of generations produces requests there and reads its responses
+there (`TopicNames.reply_topic`).  They are never deleted, so only such
+callers' own traffic accumulates in the broker.
 """
 
 from __future__ import annotations
@@ -121,9 +121,14 @@ class TopicRotation(Service):
                 deletable.append(old)
             else:
                 read.add(old)
-        # The plain names too: callers that know nothing of generations write there.
+        # The plain requests and responses too: callers that know nothing of
+        # generations write requests there and are answered there.  (Only
+        # callers write plain names: every fetch of an empty partition more
+        # costs the broker CPU.)
+        base = self.names.base
+        public = [t for t in stage_topics if t in (base.requests, base.responses)]
         self.stage_consumer.follow(
-            [*stage_topics, *(generation_topic(t, g) for t in stage_topics for g in sorted(read))]
+            [*public, *(generation_topic(t, g) for t in stage_topics for g in sorted(read))]
         )
         # Deleted once no longer read: a consumer asking for a topic's metadata
         # makes Tansu create it again.

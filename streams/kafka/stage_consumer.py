@@ -40,8 +40,8 @@ What a stage promises, and what this service guarantees in return:
   between them however much work is ready.
 - With topic rotation (docs/topic-rotation.md) a membership group shares out
   the stages' plain topics, and the consumer assigns itself those partitions
-  of the plain topics and of every generation it follows: a new generation
-  is no rebalance.
+  of every topic it follows (generations, and the plain requests and
+  responses): a new generation is no rebalance.
 """
 
 from __future__ import annotations
