@@ -6,15 +6,16 @@ no worker leads and none needs to be elected.  In each period, for generation g:
 
 - at `PREPARE_AT` of the period, `prepare(g + 1)`:
   1. create generation g+1's topics (idempotent: the first worker creates);
-  2. find every older generation that is read out (`read_out`);
-  3. read generations g and g+1 and any older one not read out: the stage
+  2. read generations g and g+1 and every older one still there: the stage
      consumer reassigns itself, no rebalance;
-  4. delete the read-out ones, now that nothing here reads them (asking for a
-     deleted topic's metadata makes Tansu create it again);
+  3. beside the schedule (the switch does not wait for it), find the older
+     ones that are read out (`read_out`); the next prepare stops reading
+     them, and then deletes them (asking for a deleted topic's metadata makes
+     Tansu create it again);
 - at the period's end, `switch_to(g + 1)`: producers write to the new topics.
 
-A generation is deleted at the earliest `PREPARE_AT` of the period after it
-closed.  Nothing unread is ever deleted: a generation that is not read out
+A generation is deleted at the earliest `PREPARE_AT` of the second period
+after it closed.  Nothing unread is ever deleted: a generation that is not read out
 (a worker down, a backlog) stays, and is read, until it is.
 
 The plain requests and responses topics are read all along: a caller that
@@ -75,14 +76,23 @@ class TopicRotation(Service):
         self.client_options = client_options
         self.group_id = group_id
         self.deleted = 0
+        #: the older generations the last round found read out: deleted next period
+        self.found_read_out: set[int] = set()
+        #: the running round of deletions and read-out checks, if any
+        self._round: asyncio.Future[None] | None = None
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         """Before the stage consumer starts: read what exists, and the next generation."""
         generation = generation_at(time.time(), self.period_s)
         self.names.switch_to(generation)
-        await self.prepare(generation + 1, delete=False)
+        await self.prepare(generation + 1)
         self.add_future(self._rotate_forever())
+
+    async def on_stop(self) -> None:
+        if self._round is not None:
+            self._round.cancel()
+            await asyncio.gather(self._round, return_exceptions=True)
 
     async def _rotate_forever(self) -> None:
         try:
@@ -90,11 +100,12 @@ class TopicRotation(Service):
                 generation = generation_at(time.time(), self.period_s)
                 prepare_at = (generation + PREPARE_AT) * self.period_s
                 await asyncio.sleep(max(prepare_at - time.time(), 0.0))
+                switch_at = (generation + 1) * self.period_s
                 try:
-                    await self.prepare(generation + 1)
+                    await self.prepare(generation + 1, delete=True)
                 except (KafkaError, OSError) as exc:  # the broker: next period retries
                     log.warning("topic rotation: preparing generation %d: %s", generation + 1, exc)
-                await asyncio.sleep(max((generation + 1) * self.period_s - time.time(), 0.0))
+                await asyncio.sleep(max(switch_at - time.time(), 0.0))
                 try:
                     await self.switch_to(generation + 1)
                 except (KafkaError, OSError) as exc:
@@ -105,35 +116,66 @@ class TopicRotation(Service):
             log.critical("topic rotation failed: %r", exc)
             await self.crash(exc)
 
-    async def prepare(self, generation: int, delete: bool = True) -> None:
+    async def prepare(self, generation: int, delete: bool = False) -> None:
+        """Make and read the next generation; with `delete`, stop reading the
+        generations the last round found read out, and start a round that
+        deletes them and checks the others.
+
+        The read-out checks take from a few hundred ms to seconds (each waits
+        for every partition's high watermark), and the switch must not wait
+        for them: callers read a closed generation's responses for only
+        `READ_AFTER_CLOSE` of a period, so a late switch would answer where
+        nobody reads any more.  So they run beside the schedule, and what
+        they find takes effect at the next prepare: the stage consumer's
+        assignment changes once per period (aiokafka's coordinator can fail
+        an assertion when a manual assignment changes while it looks up the
+        group coordinator)."""
         await declare_topics(generation_specs(self.names.base, {generation}), self.client_options)
         existing = await self._existing_generations()
         current = self.names.generation
         assert current is not None
-        read = {current, generation}
-        deletable: list[int] = []
+        older = {g for g in existing if g < current}
+        read_out_before = self.found_read_out & older if delete else set()
+        self._follow({current, generation, *(older - read_out_before)})
+        if delete and (self._round is None or self._round.done()):
+            self._round = asyncio.ensure_future(
+                self._deletion_round(read_out_before, older - read_out_before)
+            )
+
+    async def _deletion_round(self, deletable: set[int], to_check: set[int]) -> None:
+        """Delete `deletable` (no longer read), then find which of `to_check` are read out."""
+        try:
+            # Deleted once no longer read: a consumer asking for a topic's
+            # metadata makes Tansu create it again.
+            for old in sorted(deletable):
+                await self._delete(old)
+            found = set()
+            for old in sorted(to_check):
+                # What the group reads (the sinks' topics only with analytics on);
+                # responses nobody here reads go with their generation.
+                topics = [generation_topic(topic, old) for topic in self.stage_consumer.stages]
+                if await read_out(topics, self.client_options, self.group_id):
+                    found.add(old)
+            self.found_read_out = found
+        except (KafkaError, OSError) as exc:  # the broker: the next round retries
+            log.warning("topic rotation: read-out generations: %s", exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a worker that stopped rotating would slow the broker
+            log.critical("topic rotation failed: %r", exc)
+            await self.crash(exc)
+
+    def _follow(self, generations: set[int]) -> None:
+        """Read these generations, and the plain requests and responses: callers
+        that know nothing of generations write requests there and are answered
+        there.  (Only callers write plain names, and every empty partition
+        more in each fetch costs the embedded broker CPU.)"""
         stage_topics = self.stage_consumer.stages
-        for old in sorted(g for g in existing if g < current):
-            # What the group reads (the sinks' topics only with analytics on);
-            # responses nobody here reads go with their generation.
-            read_by_group = [generation_topic(topic, old) for topic in stage_topics]
-            if delete and await read_out(read_by_group, self.client_options, self.group_id):
-                deletable.append(old)
-            else:
-                read.add(old)
-        # The plain requests and responses too: callers that know nothing of
-        # generations write requests there and are answered there.  (Only
-        # callers write plain names: every fetch of an empty partition more
-        # costs the broker CPU.)
         base = self.names.base
         public = [t for t in stage_topics if t in (base.requests, base.responses)]
         self.stage_consumer.follow(
-            [*public, *(generation_topic(t, g) for t in stage_topics for g in sorted(read))]
+            [*public, *(generation_topic(t, g) for t in stage_topics for g in sorted(generations))]
         )
-        # Deleted once no longer read: a consumer asking for a topic's metadata
-        # makes Tansu create it again.
-        for old in deletable:
-            await self._delete(old)
 
     async def switch_to(self, generation: int) -> None:
         """Producers move on once the generation's topics exist (else they stay)."""

@@ -153,16 +153,21 @@ class PipelineHarness:
 
 
 async def generations_after_a_prepare(config: FallbackConfig) -> tuple[set[int], int]:
-    """The generations there are just after the current period's prepare, and the
-    current one.  By then any generation older than the previous one was closed
-    for over a period and has had two prepares to go (one may find it not read
-    out yet, as when a commit was still due)."""
+    """The generations there are after the current period's prepare has deleted
+    what it deletes (or at the period's end), and the current one.  By then a
+    generation older than the previous one was closed for over a period, and
+    read out (streams/kafka/rotation.py deletes what a round found read out at
+    the next prepare)."""
     period = config.kafka.topic_rotation_s
     assert period, "for rotating topics"
     now = generation_at(time.time(), period)
-    after_prepare = (now + (1 + PREPARE_AT) / 2) * period
-    await asyncio.sleep(max(after_prepare - time.time(), 0.0))
-    return await topic_generations(config), now
+    await asyncio.sleep(max((now + PREPARE_AT) * period - time.time(), 0.0))
+    while True:
+        left = await topic_generations(config)
+        settled = {now, now + 1} <= left <= {now - 1, now, now + 1}
+        if settled or time.time() > (now + 1) * period - 0.1:
+            return left, now
+        await asyncio.sleep(0.05)
 
 
 async def topic_generations(config: FallbackConfig) -> set[int]:
