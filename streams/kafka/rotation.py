@@ -168,8 +168,7 @@ class TopicRotation(Service):
     def _follow(self, generations: set[int]) -> None:
         """Read these generations, and the plain requests and responses: callers
         that know nothing of generations write requests there and are answered
-        there.  (Only callers write plain names, and every empty partition
-        more in each fetch costs the embedded broker CPU.)"""
+        there.  (Only callers write plain names: nothing else there to read.)"""
         stage_topics = self.stage_consumer.stages
         base = self.names.base
         public = [t for t in stage_topics if t in (base.requests, base.responses)]
