@@ -98,6 +98,15 @@ class TopicRotation(Service):
         try:
             while not self.should_stop:
                 generation = generation_at(time.time(), self.period_s)
+                current = self.names.generation
+                if current is not None and current < generation:
+                    # Behind the clock (a start or a prepare that straddled a
+                    # boundary, a failed switch): callers stop reading a closed
+                    # generation's responses after READ_AFTER_CLOSE, so catch up now.
+                    try:
+                        await self.switch_to(generation)
+                    except (KafkaError, OSError) as exc:
+                        log.warning("topic rotation: catching up to %d: %s", generation, exc)
                 prepare_at = (generation + PREPARE_AT) * self.period_s
                 await asyncio.sleep(max(prepare_at - time.time(), 0.0))
                 switch_at = (generation + 1) * self.period_s
